@@ -1,0 +1,1 @@
+"""File formats: HDF5 dumps with provenance, safe checkpoints, tidy tables, atomic writes."""

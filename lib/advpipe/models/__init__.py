@@ -1,0 +1,6 @@
+"""Models: the Classifier interface, architectures, the registry, and trained-model loading."""
+from advpipe.models.base import Classifier
+from advpipe.models.registry import ARCHS, build_model
+from advpipe.models.checkpoint import load_trained, save_trained
+
+__all__ = ["ARCHS", "Classifier", "build_model", "load_trained", "save_trained"]
