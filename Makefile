@@ -1,0 +1,34 @@
+# Two entry points on a fresh machine:  `make run`  (set up + the default workflow)
+#                                       `make test` (set up + the test suite)
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= 2
+BIN := $(VENV)/bin
+
+.PHONY: setup run test bench lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+run: setup
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
+
+test: setup
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/snakemake --lint
+
+bench: setup
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/bench_bim.py
+	$(BIN)/python bench/bench_score.py
+	$(BIN)/python bench/bench_plot.py
+
+clean:
+	rm -rf results logs benchmarks .snakemake

@@ -1,0 +1,36 @@
+# advpipe: the workflow. A table of contents; rules live in rules/, logic in lib/advpipe.
+from pathlib import Path
+
+import yaml
+from snakemake.utils import min_version, update_config
+
+import advpipe.config
+
+min_version("9.0")
+
+# The embedded default applies only when no --configfile is given: Snakemake would otherwise merge the
+# given file into config.yaml and leak the default's models into, say, a paper config.
+if not workflow.overwrite_configfiles:
+    _base = yaml.safe_load((Path(workflow.basedir) / "config.yaml").read_text())
+    update_config(_base, config)  # --config key=value overrides still win
+    config.clear()
+    config.update(_base)
+# Fails here, before any job, naming every bad key path.
+_validated = advpipe.config.validate(config)
+config.clear()
+config.update(_validated)
+
+
+include: "rules/common.smk"
+include: "rules/train.smk"
+include: "rules/represent.smk"
+include: "rules/attack.smk"
+include: "rules/project.smk"
+include: "rules/score.smk"
+include: "rules/plot.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,130 @@
+"""Config loading: JSON-schema validation with defaults filled in, then cross-reference checks.
+
+Used by the Snakefile before any job runs. jsonschema does the validation; we add default filling
+(recursing through $ref, additionalProperties and if/then, which snakemake.utils.validate does not)
+and messages that name the key path.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The config is invalid; the message names every offending key path and what was expected."""
+
+
+def load_schema(path: str | Path | None = None) -> dict[str, Any]:
+    with open(path or SCHEMA_PATH) as f:
+        return yaml.safe_load(f)
+
+
+def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    while "$ref" in schema:
+        node: Any = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        schema = {**node, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def _fill_defaults(instance: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> None:
+    schema = _resolve(schema, root)
+    if not isinstance(instance, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        sub = _resolve(sub, root)
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _fill_defaults(instance[key], sub, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in set(instance) - set(schema.get("properties", {})):
+            _fill_defaults(instance[key], extra, root)
+    for branch in schema.get("allOf", []):
+        if "if" in branch and jsonschema.Draft7Validator(branch["if"]).is_valid(instance):
+            _fill_defaults(instance, branch.get("then", {}), root)
+
+
+def _path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        # Name the unknown key itself, not only its parent.
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        parts.append(extra[0] if len(extra) == 1 else "{" + ",".join(extra) + "}")
+    return ".".join(parts) or "<top level>"
+
+
+def validate(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return a copy of `config` with defaults filled in; raise ConfigError naming each bad key path."""
+    schema = schema or load_schema()
+    config = copy.deepcopy(dict(config))
+    _fill_defaults(config, schema, schema)
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    problems = []
+    for err in errors:
+        # if/then failures are reported twice by jsonschema (the branch and its detail): keep the detail.
+        if err.validator in ("allOf", "if"):
+            continue
+        problems.append(f"config key '{_path(err)}': {err.message}")
+    problems += _cross_check(config) if not problems else []
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(dict.fromkeys(problems)))
+    return config
+
+
+def _unknown(path: str, name: str, what: str, known) -> str:
+    return f"config key '{path}': unknown {what} {name!r} (known: {sorted(known)})"
+
+
+def _cross_check(config: Mapping[str, Any]) -> list[str]:
+    """Checks a schema cannot express: names that must refer to other entries or to registries."""
+    from advpipe.models.registry import ARCHS  # imported late: the schema check needs no torch
+
+    problems = []
+    for name, ds in config["datasets"].items():
+        if ds["source"] == "imagefolder" and "path" not in ds:
+            problems.append(f"config key 'datasets.{name}.path': required for source imagefolder")
+    for name, model in config["models"].items():
+        if model["dataset"] not in config["datasets"]:
+            problems.append(_unknown(f"models.{name}.dataset", model["dataset"], "dataset", config["datasets"]))
+        if model["arch"] not in ARCHS:
+            problems.append(_unknown(f"models.{name}.arch", model["arch"], "architecture", ARCHS))
+    study = config["vrapi"]
+    if study["enabled"]:
+        if not study["models"] or not study["attacks"]:
+            problems.append("config key 'vrapi': an enabled study needs at least one model and one attack")
+        for i, name in enumerate(study["models"]):
+            if name not in config["models"]:
+                problems.append(_unknown(f"vrapi.models.{i}", name, "model", config["models"]))
+        for i, name in enumerate(study["attacks"]):
+            if name not in config["attacks"]:
+                problems.append(_unknown(f"vrapi.attacks.{i}", name, "attack", config["attacks"]))
+        for name in study["projection_options"]:
+            if name not in study["projections"]:
+                problems.append(_unknown(f"vrapi.projection_options.{name}", name, "projection",
+                                         study["projections"]))
+        for i, name in enumerate(study["plot"].get("projections") or []):
+            if name not in study["projections"]:
+                problems.append(_unknown(f"vrapi.plot.projections.{i}", name, "projection", study["projections"]))
+        if study["plot"]["trial"] >= study["trials"]:
+            problems.append(f"config key 'vrapi.plot.trial': trial {study['plot']['trial']} does not exist "
+                            f"(vrapi.trials is {study['trials']})")
+    return problems
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file and validate it."""
+    with open(path) as f:
+        raw = yaml.safe_load(f) or {}
+    try:
+        return validate(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

@@ -1,0 +1,76 @@
+"""Stage attack: attack the correctly classified test images (SPEC 1 attack.py), keep per-sample outcomes."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from advpipe.attacks import build_attack
+from advpipe.attacks.norms import perturbation_norms
+from advpipe.data import load_split
+from advpipe.io.h5 import DumpError, provenance, read_dump, write_dump
+from advpipe.io.tables import write_csv
+from advpipe.models import load_trained
+from advpipe.pipeline.represent import eval_tables, forward_all
+from advpipe.runtime import derive_seed, seed_everything, select_device
+
+# Config keys that describe the job or the threat model, not the attack's own parameters.
+_NOT_ATTACK_PARAMS = ("batch_size", "norm")
+
+
+def norms_stats(norms: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """norms_stats.csv: count, mean, std, min, quartiles and max of each norm over the attacked images."""
+    return pd.DataFrame({k: v for k, v in norms.items()}).describe().T.rename_axis("norm").reset_index()
+
+
+def run(config: Mapping[str, Any], model_name: str, attack_name: str, model_dir: str, clean_h5: str,
+        out_h5: str, out_norms_stats: str, out_eval: str, out_confusion: str, log=print) -> None:
+    seed = derive_seed(config["seed"], "attack", model_name, attack_name)
+    seed_everything(seed)
+    device = select_device(config["device"])
+    model_cfg, attack_cfg = config["models"][model_name], config["attacks"][attack_name]
+    split = load_split(config["datasets"][model_cfg["dataset"]], "test", config["data_root"], config["seed"])
+    clean = read_dump(clean_h5, ["index", "label", "pred", "correct"])
+    if not np.array_equal(clean["index"], split.index):
+        raise DumpError(f"{clean_h5}: its index does not match the test split of {model_cfg['dataset']} "
+                        "(stale dump? delete it and rerun)")
+    keep = np.flatnonzero(clean["correct"])
+    x = split.x[keep]
+    # Untargeted on the model's own prediction (equal to the label: only correct images are attacked).
+    y = torch.from_numpy(clean["pred"][keep])
+    model = load_trained(model_dir, device)
+    params = {k: v for k, v in attack_cfg.items() if k not in _NOT_ATTACK_PARAMS}
+    if "seed" in build_attack.__code__.co_varnames:
+        params["seed"] = seed
+    attack = build_attack(params)
+    log(f"{attack_name} on {model_name}: {len(keep)} correctly classified test images")
+    result = attack.run(model, x.to(device), y.to(device), batch_size=attack_cfg["batch_size"],
+                        desc=f"{attack_name}")
+    x_adv = result.x_adv.detach().cpu()
+    out = forward_all(model, x_adv, attack_cfg["batch_size"], desc="represent adversarial")
+    norms = {k: v.cpu().numpy() for k, v in perturbation_norms(x, x_adv).items()}
+    label = clean["label"][keep]
+    quantized = bool(attack_cfg.get("quantize", False))
+    arrays = {
+        "index": clean["index"][keep], "label": label,
+        # Stored as attacked: uint8 on the 1/255 grid when re-quantised, float32 otherwise.
+        "x_adv": np.rint(x_adv.numpy() * 255).astype(np.uint8) if quantized else x_adv.numpy(),
+        **out, "success": out["pred"] != label, "correct": out["pred"] == label,
+        **{f"norm_{k}": v for k, v in norms.items()},
+    }
+    section = {"model": model_cfg, "attack": attack_cfg, "attack_name": attack_name}
+    write_dump(out_h5, arrays, provenance(section, seed))
+    write_csv(norms_stats(norms), out_norms_stats)
+    evaluation, confusion = eval_tables(label, out["pred"], split.classes)
+    write_csv(evaluation, out_eval)
+    write_csv(confusion, out_confusion, index=True)
+    log(f"{attack_name}: success rate {arrays['success'].mean():.4f}, "
+        f"mean L2 {norms['L2'].mean():.4f}, mean Linf {norms['Linf'].mean():.4f}")
+
+
+def load_x_adv(path: str) -> np.ndarray:
+    """The adversarial inputs of an attack dump as float32 in [0,1], whatever their stored type."""
+    x = read_dump(path, ["x_adv"])["x_adv"]
+    return x.astype(np.float32) / 255 if x.dtype == np.uint8 else x

@@ -1,0 +1,37 @@
+"""Stage project: one 2-D projection trial of clean and adversarial representations (SPEC 1 projection.py)."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from advpipe.io.h5 import DumpError, provenance, read_dump, write_dump
+from advpipe.projections import project
+from advpipe.runtime import seed_everything
+
+
+def clean_and_adversarial(clean_h5: str, attack_h5: str, keys=("features",)) -> tuple[dict, dict]:
+    """The correctly classified clean rows and the attack rows, checked to be aligned on `index`."""
+    clean = read_dump(clean_h5, ["index", "correct", "label", *keys])
+    keep = np.flatnonzero(clean["correct"])
+    clean = {k: v[keep] for k, v in clean.items()}
+    adv = read_dump(attack_h5, ["index", "pred", "label", *keys])
+    if not np.array_equal(clean["index"], adv["index"]):
+        raise DumpError(f"{attack_h5}: its index does not match the correctly classified rows of {clean_h5} "
+                        "(made from another model or split? delete it and rerun)")
+    return clean, adv
+
+
+def run(config: Mapping[str, Any], model_name: str, attack_name: str, projection: str, trial: int,
+        clean_h5: str, attack_h5: str, out_h5: str, log=print) -> None:
+    study = config["vrapi"]
+    seed = config["seed"] + trial  # SPEC 1: trial t uses seed + t
+    seed_everything(seed)
+    clean, adv = clean_and_adversarial(clean_h5, attack_h5)
+    options = study["projection_options"].get(projection.removesuffix("_oos"), {})
+    options = {**options, **study["projection_options"].get(projection, {})}
+    z_clean, z_adv = project(projection, clean["features"], adv["features"], seed, options)
+    section = {"projection": projection, "trial": trial, "options": options,
+               "model": config["models"][model_name], "attack": config["attacks"][attack_name]}
+    write_dump(out_h5, {"index": clean["index"], "clean": z_clean, "adv": z_adv}, provenance(section, seed))
+    log(f"{projection} trial {trial}: {len(z_clean)} clean + {len(z_adv)} adversarial points")

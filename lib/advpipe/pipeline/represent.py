@@ -1,0 +1,63 @@
+"""Stage represent: evaluation outputs and representations of one split (SPEC 1 eval_net.py)."""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from advpipe.data import load_split
+from advpipe.io.h5 import provenance, write_dump
+from advpipe.io.images import save_class_samples
+from advpipe.io.tables import write_csv
+from advpipe.models import load_trained
+from advpipe.models.base import Classifier
+from advpipe.runtime import seed_everything, select_device
+
+
+@torch.no_grad()
+def forward_all(model: Classifier, x: torch.Tensor, batch_size: int, desc: str = "forward") -> dict[str, np.ndarray]:
+    """logits, softmax, prediction and representation of every input, batched, in one pass each."""
+    device = next(model.parameters()).device
+    logits, feats = [], []
+    for start in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch"):
+        out, rep = model.forward_features(x[start:start + batch_size].to(device))
+        logits.append(out.float().cpu())
+        feats.append(rep.float().cpu())
+    logits_t = torch.cat(logits)
+    return {"logits": logits_t.numpy(), "proba": torch.softmax(logits_t, 1).numpy(),
+            "pred": logits_t.argmax(1).numpy().astype(np.int64), "features": torch.cat(feats).numpy()}
+
+
+def eval_tables(label: np.ndarray, pred: np.ndarray, classes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """eval.csv (correct, total, accuracy) and confusion.csv (rows: true class, columns: predicted)."""
+    k = len(classes)
+    confusion = np.bincount(label * k + pred, minlength=k * k).reshape(k, k)
+    correct = int((label == pred).sum())
+    evaluation = pd.DataFrame([{"correct": correct, "total": len(label),
+                                "accuracy": correct / max(len(label), 1)}])
+    return evaluation, pd.DataFrame(confusion, index=pd.Index(classes, name="true"), columns=classes)
+
+
+def run(config: Mapping[str, Any], model_name: str, split_name: str, model_dir: str, out_h5: str,
+        out_eval: str, out_confusion: str, images_dir: str, log=print) -> None:
+    seed_everything(config["seed"])
+    device = select_device(config["device"])
+    model_cfg = config["models"][model_name]
+    split = load_split(config["datasets"][model_cfg["dataset"]], split_name, config["data_root"], config["seed"])
+    model = load_trained(model_dir, device)
+    out = forward_all(model, split.x, config["represent"]["batch_size"], desc=f"represent {split_name}")
+    label = split.y.numpy().astype(np.int64)
+    arrays = {"index": split.index.astype(np.int64), "label": label, **out,
+              "correct": (out["pred"] == label)}
+    section = {"model": model_cfg, "split": split_name, "represent": config["represent"]}
+    write_dump(out_h5, arrays, provenance(section, config["seed"]))
+    evaluation, confusion = eval_tables(label, out["pred"], split.classes)
+    write_csv(evaluation, out_eval)
+    write_csv(confusion, out_confusion, index=True)
+    n = save_class_samples(split.x.numpy(), label, split.index, split.classes, images_dir,
+                           config["represent"]["num_saved_images"])
+    log(f"{model_name}/{split_name}: accuracy {evaluation.accuracy[0]:.4f}, {n} sample images")

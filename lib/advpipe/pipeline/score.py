@@ -1,0 +1,43 @@
+"""Stage score: the POP score of every (model, attack, projection, trial) (SPEC 1 score.py)."""
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from advpipe.io.h5 import DumpError, read_dump
+from advpipe.io.tables import write_csv
+from advpipe.metrics.pop import pop_score, score_stats
+from advpipe.pipeline.project import clean_and_adversarial
+
+
+def score_table(entries: Iterable[Mapping[str, str]]) -> pd.DataFrame:
+    """Long table of POP scores; entries carry model, attack, projection, trial and the files
+    `path` (projection), `clean` (test representations) and `attack_path` (attack dump).
+
+    Labels and adversarial predictions are read once per (model, attack), not once per file.
+    """
+    cache: dict[tuple[str, str], tuple[dict, dict]] = {}
+    rows = []
+    for e in tqdm(list(entries), desc="score", unit="file"):
+        key = (e["model"], e["attack"])
+        if key not in cache:
+            cache[key] = clean_and_adversarial(e["clean"], e["attack_path"], keys=())
+        clean, adv = cache[key]
+        z = read_dump(e["path"], ["index", "clean", "adv"])
+        if not np.array_equal(z["index"], clean["index"]):
+            raise DumpError(f"{e['path']}: its index does not match {e['attack_path']} (stale projection?)")
+        value = pop_score(z["clean"], clean["label"], z["adv"], adv["pred"])
+        rows.append({"model": e["model"], "attack": e["attack"], "projection": e["projection"],
+                     "trial": int(e["trial"]), "metric": "pop", "value": value})
+    return pd.DataFrame(rows)
+
+
+def run(entries, out_scores: str, out_stats: str, log=print) -> None:
+    scores = score_table(entries)
+    write_csv(scores, out_scores)
+    stats = score_stats(scores)
+    write_csv(stats, out_stats)
+    log(stats.to_string())

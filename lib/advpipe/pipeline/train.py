@@ -1,0 +1,55 @@
+"""Stage train: build a model from its config entry, train it, save model.pt + model.json + train_log.csv."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from advpipe.data import dataset_info, load_split
+from advpipe.io.tables import write_csv
+from advpipe.models import build_model, save_trained
+from advpipe.models.base import Classifier
+from advpipe.runtime import derive_seed, seed_everything, select_device
+from advpipe.train import evaluate_accuracy, train_classifier
+
+
+def model_spec(model_cfg: Mapping[str, Any], dataset_cfg: Mapping[str, Any], data_root: str, seed: int) -> dict:
+    """What model.json records: enough to rebuild the network without the config."""
+    info = dataset_info(dataset_cfg, data_root, seed)
+    norm = model_cfg["normalize"] == "dataset"
+    return {
+        "arch": model_cfg["arch"], "arch_args": dict(model_cfg["arch_args"]),
+        "in_channels": info.in_channels, "image_size": info.image_size, "num_classes": info.num_classes,
+        "classes": list(info.classes),
+        "mean": list(info.mean) if norm else None, "std": list(info.std) if norm else None,
+        "dataset": dict(dataset_cfg), "train": dict(model_cfg["train"]),
+    }
+
+
+def build_from_spec(spec: Mapping[str, Any]) -> Classifier:
+    return build_model(spec["arch"], in_channels=spec["in_channels"], num_classes=spec["num_classes"],
+                       image_size=spec["image_size"], mean=spec["mean"], std=spec["std"], **spec["arch_args"])
+
+
+def run(config: Mapping[str, Any], model_name: str, out_dir: str | os.PathLike, log=print) -> dict:
+    """Train config model `model_name` into out_dir; return model.json's content."""
+    model_cfg = config["models"][model_name]
+    dataset_cfg = config["datasets"][model_cfg["dataset"]]
+    seed = derive_seed(config["seed"], "train", model_name)
+    seed_everything(seed)
+    device = select_device(config["device"])
+    spec = model_spec(model_cfg, dataset_cfg, config["data_root"], config["seed"])
+    train = load_split(dataset_cfg, "train", config["data_root"], config["seed"])
+    test = load_split(dataset_cfg, "test", config["data_root"], config["seed"])
+    model = build_from_spec(spec).to(device)
+    log(f"training {model_name}: {model_cfg['arch']} on {len(train.y)} images of {model_cfg['dataset']}")
+    rows = train_classifier(model, train.x, train.y, model_cfg["train"], seed, log=log)
+    spec["metrics"] = {"train_accuracy": evaluate_accuracy(model, train.x, train.y),
+                       "test_accuracy": evaluate_accuracy(model, test.x, test.y)}
+    log(f"accuracy: {spec['metrics']}")
+    out_dir = Path(out_dir)
+    write_csv(pd.DataFrame(rows), out_dir / "train_log.csv")
+    save_trained(out_dir, model, spec)  # model.json last: its presence marks a complete folder
+    return spec

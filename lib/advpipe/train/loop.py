@@ -1,0 +1,72 @@
+"""The one training loop (SPEC 1 recipe: Adam 1e-3, cross-entropy, batch 128, crop+flip augmentation)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from advpipe.data.augment import random_crop_flip
+from advpipe.models.base import Classifier
+
+# An objective maps (model, x, y) to a scalar loss; later studies plug in their own.
+Objective = Callable[[Classifier, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+def make_optimizer(model: torch.nn.Module, recipe: Mapping[str, Any]) -> torch.optim.Optimizer:
+    if recipe["optimizer"] == "adam":
+        return torch.optim.Adam(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+    return torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
+                           weight_decay=recipe["weight_decay"])
+
+
+def train_classifier(model: Classifier, x: torch.Tensor, y: torch.Tensor, recipe: Mapping[str, Any], seed: int,
+                     objective: Objective = cross_entropy, log: Callable[[str], None] = print,
+                     progress: bool = True) -> list[dict[str, float]]:
+    """Train `model` in place on x (N,C,H,W) in [0,1] and y (N,); return one log row per epoch.
+
+    Shuffling and augmentation draw from one generator seeded by `seed`: same seed, same model.
+    """
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    opt = make_optimizer(model, recipe)
+    aug = recipe["augment"]
+    n, bs = len(x), recipe["batch_size"]
+    rows = []
+    for epoch in tqdm(range(1, recipe["epochs"] + 1), desc="train", unit="epoch", disable=not progress):
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        loss_sum = 0.0
+        for start in range(0, n, bs):
+            idx = order[start:start + bs]
+            xb = x[idx]
+            if aug["crop_padding"] > 0 or aug["hflip"]:
+                xb = random_crop_flip(xb, aug["crop_padding"], aug["hflip"], gen)
+            xb, yb = xb.to(device), y[idx].to(device)
+            opt.zero_grad(set_to_none=True)
+            loss = objective(model, xb, yb)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(idx)
+        row = {"epoch": epoch, "loss": loss_sum / n, "lr": opt.param_groups[0]["lr"]}
+        rows.append(row)
+        log(f"epoch {epoch}: loss {row['loss']:.4f}")
+    model.eval()
+    return rows
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: Classifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of `model` on (x, y), in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        pred = model(x[start:start + batch_size].to(device)).argmax(1).cpu()
+        correct += (pred == y[start:start + batch_size]).sum().item()
+    return correct / max(len(x), 1)

@@ -1,0 +1,25 @@
+rule attack:
+    input:
+        model=f"{R}/models/{{model}}/model.pt",
+        spec=f"{R}/models/{{model}}/model.json",
+        clean=f"{R}/representations/{{model}}/test.h5",
+    output:
+        h5=f"{R}/attacks/{{model}}/{{attack}}.h5",
+        norms_stats=f"{R}/attacks/{{model}}/{{attack}}_norms_stats.csv",
+        eval=f"{R}/attacks/{{model}}/{{attack}}_eval.csv",
+        confusion=f"{R}/attacks/{{model}}/{{attack}}_confusion.csv",
+    params:
+        section=get_attack_params,
+    log:
+        "logs/attack/{model}/{attack}.log",
+    benchmark:
+        "benchmarks/attack/{model}/{attack}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=1,
+    conda:
+        "../envs/advpipe.yaml"
+    script:
+        "../workflow_scripts/attack.py"

@@ -1,0 +1,98 @@
+# Wildcard constraints, target lists and input functions derived from the validated config.
+from advpipe.projections import PROJECTIONS
+
+R = config["results"]
+VRAPI = config["vrapi"]
+
+
+wildcard_constraints:
+    model=r"[A-Za-z][A-Za-z0-9_-]*",
+    attack=r"[A-Za-z][A-Za-z0-9_-]*",
+    split="train|test",
+    projection="|".join(sorted(PROJECTIONS, key=len, reverse=True)),
+    trial=r"\d+",
+
+
+def model_dir(model):
+    return f"{R}/models/{model}"
+
+
+def clean_h5(model):
+    return f"{R}/representations/{model}/test.h5"
+
+
+def attack_h5(model, attack):
+    return f"{R}/attacks/{model}/{attack}.h5"
+
+
+def projection_h5(model, attack, projection, trial):
+    return f"{R}/projections/{model}/{attack}/{projection}/{trial}.h5"
+
+
+def vrapi_entries():
+    """Every (model, attack, projection, trial) of the vrapi study with its projection file."""
+    if not VRAPI["enabled"]:
+        return []
+    return [
+        dict(model=m, attack=a, projection=p, trial=t, path=projection_h5(m, a, p, t),
+             clean=clean_h5(m), attack_path=attack_h5(m, a))
+        for m in VRAPI["models"]
+        for a in VRAPI["attacks"]
+        for p in VRAPI["projections"]
+        for t in range(VRAPI["trials"])
+    ]
+
+
+def vrapi_plotted():
+    chosen = VRAPI["plot"].get("projections") or VRAPI["projections"]
+    return [(m, a, p) for m in VRAPI["models"] for a in VRAPI["attacks"] for p in chosen]
+
+
+def all_targets():
+    targets = [f"{R}/representations/{m}/{s}.h5" for m in config["models"] for s in config["represent"]["splits"]]
+    if VRAPI["enabled"]:
+        targets += [f"{R}/scores/vrapi/scores.csv", f"{R}/scores/vrapi/score_stats.csv"]
+        targets += [f"{R}/figures/vrapi/{m}/{a}/{p}" for m, a, p in vrapi_plotted()]
+    return targets
+
+
+# Input and param functions (no lambdas in rules). Params carry the config sections a job depends on,
+# so Snakemake reruns a job when its part of the config changes.
+def get_model_params(wildcards):
+    model = config["models"][wildcards.model]
+    return dict(model=model, dataset=config["datasets"][model["dataset"]], seed=config["seed"])
+
+
+def get_attack_params(wildcards):
+    return dict(attack=config["attacks"][wildcards.attack], seed=config["seed"])
+
+
+def get_projection_params(wildcards):
+    return dict(options=VRAPI["projection_options"], seed=config["seed"])
+
+
+def get_score_inputs(wildcards):
+    entries = vrapi_entries()
+    return dict(
+        projections=[e["path"] for e in entries],
+        clean=sorted({e["clean"] for e in entries}),
+        attacks=sorted({e["attack_path"] for e in entries}),
+    )
+
+
+def get_score_entries(wildcards):
+    return vrapi_entries()
+
+
+def get_plot_inputs(wildcards):
+    w = wildcards
+    return dict(
+        spec=f"{model_dir(w.model)}/model.json",
+        clean=clean_h5(w.model),
+        attack=attack_h5(w.model, w.attack),
+        projection=projection_h5(w.model, w.attack, w.projection, VRAPI["plot"]["trial"]),
+    )
+
+
+def get_plot_params(wildcards):
+    return dict(plot=VRAPI["plot"])
