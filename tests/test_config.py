@@ -1,0 +1,94 @@
+"""Config validation: defaults filled in from the schema, and each kind of bad config names its key."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from advpipe.config import ConfigError, load, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def base():
+    return {
+        "datasets": {"digits": {"source": "digits"}},
+        "models": {"cnn": {"dataset": "digits", "arch": "small_cnn"}},
+        "attacks": {"fgsm": {"method": "fgsm"}, "cw": {"method": "cw"}},
+        "vrapi": {"models": ["cnn"], "attacks": ["fgsm", "cw"], "trials": 2},
+    }
+
+
+def test_defaults_filled_from_schema():
+    cfg = validate(base())
+    assert cfg["seed"] == 0 and cfg["results"] == "results"
+    assert cfg["attacks"]["fgsm"] == {"method": "fgsm", "batch_size": 1000, "norm": "linf", "eps": "3/255",
+                                      "quantize": True}
+    assert cfg["attacks"]["cw"]["max_iterations"] == 1000 and cfg["attacks"]["cw"]["initial_const"] == 0.01
+    assert cfg["models"]["cnn"]["train"]["augment"] == {"crop_padding": 4, "hflip": True}
+    assert cfg["vrapi"]["projections"][0] == "pca" and len(cfg["vrapi"]["projections"]) == 7
+
+
+def test_input_not_mutated():
+    raw = base()
+    before = copy.deepcopy(raw)
+    validate(raw)
+    assert raw == before
+
+
+@pytest.mark.parametrize("shipped", ["config.yaml", "config/paper/vrapi.yaml"])
+def test_shipped_configs_are_valid(shipped):
+    load(ROOT / shipped)
+
+
+def _set(cfg, path, value):
+    *parents, last = path
+    node = cfg
+    for key in parents:
+        node = node[key]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+
+
+BAD = [
+    # (what, where, value, key path named in the message)
+    ("unknown top-level key", ["sed"], 1, "sed"),
+    ("unknown nested key", ["models", "cnn", "epochs"], 3, "models.cnn.epochs"),
+    ("wrong type", ["vrapi", "trials"], "many", "vrapi.trials"),
+    ("negative eps", ["attacks", "fgsm", "eps"], -0.1, "attacks.fgsm.eps"),
+    ("malformed eps fraction", ["attacks", "fgsm", "eps"], "3/0", "attacks.fgsm.eps"),
+    ("unknown attack method", ["attacks", "fgsm", "method"], "deepfool", "attacks.fgsm.method"),
+    ("parameter of another attack", ["attacks", "fgsm", "steps"], 10, "attacks.fgsm.steps"),
+    ("wrong threat model norm", ["attacks", "fgsm", "norm"], "l2", "attacks.fgsm.norm"),
+    ("unknown projection", ["vrapi", "projections"], ["pca", "isomap"], "vrapi.projections.1"),
+    ("unknown architecture", ["models", "cnn", "arch"], "vgg99", "models.cnn.arch"),
+    ("model with a missing dataset", ["models", "cnn", "dataset"], "mnist", "models.cnn.dataset"),
+    ("study naming a missing model", ["vrapi", "models"], ["cnn", "resnet"], "vrapi.models.1"),
+    ("study naming a missing attack", ["vrapi", "attacks"], ["pgd"], "vrapi.attacks.0"),
+    ("plot trial beyond trials", ["vrapi", "plot"], {"trial": 5}, "vrapi.plot.trial"),
+    ("unknown dataset source", ["datasets", "digits", "source"], "imagenet", "datasets.digits.source"),
+    ("name unusable in paths", ["models", "cnn/x"], {"dataset": "digits", "arch": "small_cnn"}, "models"),
+    ("zero trials", ["vrapi", "trials"], 0, "vrapi.trials"),
+    ("imagefolder without path", ["datasets", "digits"], {"source": "imagefolder"}, "datasets.digits.path"),
+    ("missing required section", ["models"], KeyError, "models"),
+]
+
+
+@pytest.mark.parametrize("what,path,value,named", BAD, ids=[b[0] for b in BAD])
+def test_bad_config_names_key(what, path, value, named):
+    cfg = base()
+    _set(cfg, path, value)
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert f"'{named}'" in str(info.value) or (value is KeyError and named in str(info.value))
+
+
+def test_load_names_the_file(tmp_path):
+    bad = base()
+    bad["vrapi"]["trials"] = -1
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load(path)

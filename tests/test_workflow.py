@@ -1,0 +1,129 @@
+"""The real workflow: snakemake runs a tiny config end to end in a temporary directory."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+PROJECTIONS = ["pca", "umap", "tsne", "parametric_umap", "pca_oos", "umap_oos", "parametric_umap_oos"]
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir, *args, configfile=TINY, check=True):
+    cmd = [*SNAKEMAKE, "--directory", str(workdir), "--cores", "2"]
+    if configfile is not None:
+        cmd += ["--configfile", str(configfile)]
+    out = subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=workdir)
+    if check and out.returncode != 0:
+        raise AssertionError(f"snakemake failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Parse the 'Job stats' table that snakemake prints (also on --dry-run)."""
+    counts = {}
+    if "Job stats:" not in output:
+        return counts
+    for line in output.split("Job stats:", 1)[1].splitlines()[3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    snakemake(workdir)
+    return workdir
+
+
+def test_every_target_with_expected_contents(run_dir):
+    r = run_dir / "results"
+    assert (r / "models/cnn/model.pt").exists() and (r / "models/cnn/train_log.csv").exists()
+    assert len(pd.read_csv(r / "models/cnn/train_log.csv")) == 4
+    with h5py.File(r / "representations/cnn/test.h5") as f:
+        n = f["index"].shape[0]
+        assert n == 180  # 10% of 1797 digits, stratified
+        assert f["features"].shape == (n, 32) and f["logits"].shape == (n, 10) and f["proba"].shape == (n, 10)
+        assert set(f) >= {"label", "pred", "correct"} and "config" in f.attrs and f.attrs["seed"] == 3
+        n_correct = int(f["correct"][()].sum())
+    assert pd.read_csv(r / "representations/cnn/test_eval.csv").correct[0] == n_correct
+    for attack in ("fgsm", "cw"):
+        with h5py.File(r / f"attacks/cnn/{attack}.h5") as f:
+            assert f["x_adv"].shape == (n_correct, 1, 8, 8)
+            assert f["features"].shape == (n_correct, 32)
+            for key in ("pred", "success", "norm_L0", "norm_L1", "norm_L2", "norm_Linf", "norm_RMS", "index"):
+                assert f[key].shape == (n_correct,), key
+        assert (r / f"attacks/cnn/{attack}_norms_stats.csv").exists()
+        for projection in PROJECTIONS:
+            for trial in (0, 1):
+                with h5py.File(r / f"projections/cnn/{attack}/{projection}/{trial}.h5") as f:
+                    assert f["clean"].shape == (n_correct, 2) and f["adv"].shape == (n_correct, 2)
+    scores = pd.read_csv(r / "scores/vrapi/scores.csv")
+    assert len(scores) == 2 * 7 * 2 and scores.value.between(0, 1).all()
+    stats = pd.read_csv(r / "scores/vrapi/score_stats.csv")
+    assert len(stats) == 7 and stats.mean_mean.is_monotonic_decreasing
+    figures = r / "figures/vrapi/cnn/fgsm/pca_oos"
+    assert (figures / "non_adversarial.pdf").exists() and (figures / "non_adversarial_with_legend.png").exists()
+    assert Path(run_dir / "logs/train/cnn.log").exists() and Path(run_dir / "benchmarks/train/cnn.tsv").exists()
+
+
+def test_second_run_has_nothing_to_do(run_dir):
+    out = snakemake(run_dir, "--dry-run")
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_deleting_one_projection_reruns_only_it_and_the_scores(run_dir):
+    victim = run_dir / "results/projections/cnn/cw/umap/1.h5"
+    before = victim.read_bytes()
+    other = run_dir / "results/projections/cnn/cw/umap/0.h5"
+    other_mtime = other.stat().st_mtime_ns
+    victim.unlink()
+    dry = snakemake(run_dir, "--dry-run", "results/scores/vrapi/scores.csv")
+    assert job_counts(dry.stdout) == {"project": 1, "score": 1, "total": 2}
+    snakemake(run_dir, "results/scores/vrapi/scores.csv")
+    assert victim.read_bytes() == before  # rebuilt alone, bit-identical
+    assert other.stat().st_mtime_ns == other_mtime
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    bad = yaml.safe_load(TINY.read_text())
+    bad["attacks"]["fgsm"]["eps"] = -1
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    out = snakemake(tmp_path, configfile=path, check=False)
+    assert out.returncode != 0
+    assert "attacks.fgsm.eps" in out.stdout + out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_lint_has_nothing_to_say(tmp_path):
+    out = snakemake(tmp_path, "--lint", check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Congratulations" in out.stdout + out.stderr
+
+
+def test_paper_config_dry_run_job_counts(tmp_path):
+    out = snakemake(tmp_path, "--dry-run", configfile=ROOT / "config/paper/vrapi.yaml")
+    counts = job_counts(out.stdout)
+    # 1 model; 3 attacks; 100 trials x 7 projections x 3 attacks; one figure set per attack x projection.
+    assert counts == {"all": 1, "train": 1, "represent": 1, "attack": 3, "project": 2100, "score": 1,
+                      "plot": 21, "total": 2128}
+
+
+def test_default_config_without_configfile(tmp_path):
+    out = snakemake(tmp_path, "--dry-run", configfile=None)
+    counts = job_counts(out.stdout)
+    assert counts["project"] == 3 * 7 * 3 and counts["train"] == 1
