@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from advpipe.attacks import build_attack
+from advpipe.attacks import ATTACKS, build_attack
 from advpipe.attacks.norms import perturbation_norms
 from advpipe.data import load_split
 from advpipe.io.h5 import DumpError, provenance, read_dump, write_dump
@@ -42,7 +42,7 @@ def run(config: Mapping[str, Any], model_name: str, attack_name: str, model_dir:
     y = torch.from_numpy(clean["pred"][keep])
     model = load_trained(model_dir, device)
     params = {k: v for k, v in attack_cfg.items() if k not in _NOT_ATTACK_PARAMS}
-    if "seed" in build_attack.__code__.co_varnames:
+    if "seed" in ATTACKS[params["method"]].__dataclass_fields__:  # attacks that draw random numbers
         params["seed"] = seed
     attack = build_attack(params)
     log(f"{attack_name} on {model_name}: {len(keep)} correctly classified test images")

@@ -1,0 +1,52 @@
+"""Console command `advpipe`: small helpers around the workflow (the workflow itself is `snakemake`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from advpipe.config import ConfigError, load
+
+    try:
+        cfg = load(args.path)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    if args.show:
+        print(yaml.safe_dump(cfg, sort_keys=False))
+    else:
+        print(f"{args.path}: valid")
+    return 0
+
+
+def _model_info(args: argparse.Namespace) -> int:
+    from advpipe.models import load_trained
+    from advpipe.models.checkpoint import read_spec
+
+    model = load_trained(args.model_dir)
+    spec = read_spec(args.model_dir)
+    spec["parameters"] = sum(p.numel() for p in model.parameters())
+    print(json.dumps(spec, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="advpipe", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("check-config", help="validate a config file (defaults filled in from the schema)")
+    p.add_argument("path")
+    p.add_argument("--show", action="store_true", help="print the config with defaults filled in")
+    p.set_defaults(func=_check_config)
+    p = sub.add_parser("model-info", help="load a trained-model folder safely and print what it holds")
+    p.add_argument("model_dir")
+    p.set_defaults(func=_model_info)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
