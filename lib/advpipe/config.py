@@ -87,6 +87,7 @@ def _unknown(path: str, name: str, what: str, known) -> str:
 def _cross_check(config: Mapping[str, Any]) -> list[str]:
     """Checks a schema cannot express: names that must refer to other entries or to registries."""
     from advpipe.models.registry import ARCHS  # imported late: the schema check needs no torch
+    from advpipe.projections import PROJECTIONS
 
     problems = []
     for name, ds in config["datasets"].items():
@@ -108,9 +109,8 @@ def _cross_check(config: Mapping[str, Any]) -> list[str]:
             if name not in config["attacks"]:
                 problems.append(_unknown(f"vrapi.attacks.{i}", name, "attack", config["attacks"]))
         for name in study["projection_options"]:
-            if name not in study["projections"]:
-                problems.append(_unknown(f"vrapi.projection_options.{name}", name, "projection",
-                                         study["projections"]))
+            if name not in PROJECTIONS:
+                problems.append(_unknown(f"vrapi.projection_options.{name}", name, "projection", PROJECTIONS))
         for i, name in enumerate(study["plot"].get("projections") or []):
             if name not in study["projections"]:
                 problems.append(_unknown(f"vrapi.plot.projections.{i}", name, "projection", study["projections"]))

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from advpipe.io.h5 import DumpError, provenance, read_dump, write_dump
-from advpipe.projections import project
+from advpipe.projections import estimator_options, project
 from advpipe.runtime import seed_everything
 
 
@@ -28,9 +28,8 @@ def run(config: Mapping[str, Any], model_name: str, attack_name: str, projection
     seed = config["seed"] + trial  # SPEC 1: trial t uses seed + t
     seed_everything(seed)
     clean, adv = clean_and_adversarial(clean_h5, attack_h5)
-    options = study["projection_options"].get(projection.removesuffix("_oos"), {})
-    options = {**options, **study["projection_options"].get(projection, {})}
-    z_clean, z_adv = project(projection, clean["features"], adv["features"], seed, options)
+    options = estimator_options(projection, study["projection_options"])  # recorded in provenance
+    z_clean, z_adv = project(projection, clean["features"], adv["features"], seed, study["projection_options"])
     section = {"projection": projection, "trial": trial, "options": options,
                "model": config["models"][model_name], "attack": config["attacks"][attack_name]}
     write_dump(out_h5, {"index": clean["index"], "clean": z_clean, "adv": z_adv}, provenance(section, seed))
