@@ -1,16 +1,24 @@
-"""Process set-up shared by every stage: seeds, determinism, device, threads."""
+"""Process set-up shared by every stage: seeds, determinism, device, threads.
+
+torch is imported inside the functions: a projection job that never touches torch should not pay
+for importing it (about a second per job).
+"""
 from __future__ import annotations
 
 import hashlib
 import os
 import random
+import sys
 
 import numpy as np
-import torch
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch, and ask torch for deterministic kernels (bit-identical CPU runs)."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -26,8 +34,10 @@ def derive_seed(seed: int, *keys: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
 
-def select_device(name: str = "auto") -> torch.device:
+def select_device(name: str = "auto"):
     """'auto' takes the GPU when there is one; 'cuda' without one is an error, not a silent fallback."""
+    import torch
+
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -36,5 +46,16 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def set_threads(n: int) -> None:
-    """Use the threads the workflow gave this job; the same count gives the same CPU results."""
-    torch.set_num_threads(max(1, int(n)))
+    """Use exactly the threads the workflow gave this job, in torch, BLAS, OpenMP and numba.
+
+    Oversubscribed cores slow small kernels down by an order of magnitude, and the same thread count
+    gives the same CPU results. Env vars cover libraries loaded later; threadpoolctl those loaded now.
+    """
+    n = max(1, int(n))
+    for var in _THREAD_VARS:
+        os.environ[var] = str(n)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)

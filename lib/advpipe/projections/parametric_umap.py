@@ -41,6 +41,10 @@ def fuzzy_graph(X: np.ndarray, n_neighbors: int, seed: int) -> coo_matrix:
     """UMAP's fuzzy simplicial set of X (N, D), as `UMAP.fit` builds it (exact kNN below 4,096 points)."""
     from umap.umap_ import fuzzy_simplicial_set, nearest_neighbors
 
+    from advpipe.projections.numba_cache import enable_umap_cache
+
+    enable_umap_cache()
+
     rng = np.random.RandomState(seed)
     if X.shape[0] < _EXACT_KNN_MAX:
         dmat = pairwise_distances(X, metric="euclidean")

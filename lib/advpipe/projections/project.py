@@ -37,6 +37,10 @@ def _pca(seed: int, **kw: Any):
 
 def _umap(seed: int, **kw: Any):
     from umap import UMAP  # imported late: umap-learn's import (numba) takes seconds
+
+    from advpipe.projections.numba_cache import enable_umap_cache
+
+    enable_umap_cache()
     return UMAP(**{"n_components": 2, "random_state": seed, "n_jobs": 1, **kw})
 
 
