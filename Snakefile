@@ -30,7 +30,17 @@ include: "rules/score.smk"
 include: "rules/plot.smk"
 
 
+localrules:
+    all,
+    vrapi,
+
+
 rule all:
     input:
         all_targets(),
     default_target: True
+
+
+rule vrapi:
+    input:
+        vrapi_targets(),

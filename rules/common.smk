@@ -48,12 +48,21 @@ def vrapi_plotted():
     return [(m, a, p) for m in VRAPI["models"] for a in VRAPI["attacks"] for p in chosen]
 
 
+def vrapi_targets():
+    """The study's results. Projection files are listed too: Snakemake (>= 7.7) does not rebuild a
+    deleted intermediate file while everything downstream of it is present, so each one is a target."""
+    if not VRAPI["enabled"]:
+        return []
+    return (
+        [e["path"] for e in vrapi_entries()]
+        + [f"{R}/scores/vrapi/scores.csv", f"{R}/scores/vrapi/score_stats.csv"]
+        + [f"{R}/figures/vrapi/{m}/{a}/{p}" for m, a, p in vrapi_plotted()]
+    )
+
+
 def all_targets():
     targets = [f"{R}/representations/{m}/{s}.h5" for m in config["models"] for s in config["represent"]["splits"]]
-    if VRAPI["enabled"]:
-        targets += [f"{R}/scores/vrapi/scores.csv", f"{R}/scores/vrapi/score_stats.csv"]
-        targets += [f"{R}/figures/vrapi/{m}/{a}/{p}" for m, a, p in vrapi_plotted()]
-    return targets
+    return targets + vrapi_targets()
 
 
 # Input and param functions (no lambdas in rules). Params carry the config sections a job depends on,

@@ -20,10 +20,11 @@ pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir, *args, configfile=TINY, check=True):
-    cmd = [*SNAKEMAKE, "--directory", str(workdir), "--cores", "2"]
+    # Targets and flags first: --configfile takes every word after it.
+    cmd = [*SNAKEMAKE, *args, "--directory", str(workdir), "--cores", "2"]
     if configfile is not None:
         cmd += ["--configfile", str(configfile)]
-    out = subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=workdir)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
     if check and out.returncode != 0:
         raise AssertionError(f"snakemake failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
     return out
@@ -52,7 +53,8 @@ def run_dir(tmp_path_factory):
 def test_every_target_with_expected_contents(run_dir):
     r = run_dir / "results"
     assert (r / "models/cnn/model.pt").exists() and (r / "models/cnn/train_log.csv").exists()
-    assert len(pd.read_csv(r / "models/cnn/train_log.csv")) == 4
+    epochs = yaml.safe_load(TINY.read_text())["models"]["cnn"]["train"]["epochs"]
+    assert pd.read_csv(r / "models/cnn/train_log.csv").epoch.tolist() == list(range(1, epochs + 1))
     with h5py.File(r / "representations/cnn/test.h5") as f:
         n = f["index"].shape[0]
         assert n == 180  # 10% of 1797 digits, stratified
@@ -86,16 +88,21 @@ def test_second_run_has_nothing_to_do(run_dir):
 
 
 def test_deleting_one_projection_reruns_only_it_and_the_scores(run_dir):
+    """Asking for the study's results (`snakemake vrapi`, or plain `snakemake`) after deleting one file."""
     victim = run_dir / "results/projections/cnn/cw/umap/1.h5"
     before = victim.read_bytes()
     other = run_dir / "results/projections/cnn/cw/umap/0.h5"
     other_mtime = other.stat().st_mtime_ns
     victim.unlink()
-    dry = snakemake(run_dir, "--dry-run", "results/scores/vrapi/scores.csv")
-    assert job_counts(dry.stdout) == {"project": 1, "score": 1, "total": 2}
-    snakemake(run_dir, "results/scores/vrapi/scores.csv")
+    dry = snakemake(run_dir, "--dry-run", "vrapi")
+    assert job_counts(dry.stdout) == {"project": 1, "score": 1, "vrapi": 1, "total": 3}
+    assert job_counts(snakemake(run_dir, "--dry-run").stdout) == {"all": 1, "project": 1, "score": 1, "total": 3}
+    scores = run_dir / "results/scores/vrapi/scores.csv"
+    scores_before = scores.read_bytes()
+    snakemake(run_dir, "vrapi")
     assert victim.read_bytes() == before  # rebuilt alone, bit-identical
     assert other.stat().st_mtime_ns == other_mtime
+    assert scores.read_bytes() == scores_before
 
 
 def test_bad_config_fails_before_any_job(tmp_path):
