@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests/conftest.py: the same digits model the attack tests use
-from tests.conftest import digits_split, train_digits_cnn  # noqa: E402
+from tests.conftest import trained_digits_cnn  # noqa: E402
 
 from advpipe.attacks import BIM  # noqa: E402
 
@@ -78,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
 
-    x_tr, y_tr, x, _ = digits_split()
-    model = train_digits_cnn(x_tr, y_tr)
+    model, x, _ = trained_digits_cnn()
     with torch.no_grad():
         y = model(x).argmax(1)  # untargeted on the model's own prediction, as the pipeline does
     impls = implementations(model, 10, len(x))

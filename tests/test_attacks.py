@@ -14,13 +14,7 @@ from advpipe.attacks.cw import update_const
 EPS = 3 / 255
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: these small convs run fastest so, and oversubscribed OpenMP on a busy 2-core box is 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from advpipe.metrics import nearest_labels, pop_score, score_stats
 from advpipe.projections import project
-from test_projections import one_thread  # noqa: F401  (autouse: one thread here too)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = {"parametric_umap": {"epochs": 20, "progress": False}}
 

@@ -7,7 +7,6 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.manifold import trustworthiness
 from sklearn.neighbors import KNeighborsClassifier
-from threadpoolctl import threadpool_limits
 
 from advpipe.projections import PROJECTIONS, ParametricUMAP, estimator_options, project
 from advpipe.projections.parametric_umap import umap_cross_entropy
@@ -15,15 +14,7 @@ from advpipe.projections.parametric_umap import umap_cross_entropy
 OPTIONS = {"parametric_umap": {"epochs": 10, "progress": False}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """torch, BLAS and OpenMP on one thread: on a busy 2-core machine their spinning pools stall each other
-    (10-40x slower); the determinism tests also pin the thread count they are valid for."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
