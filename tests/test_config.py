@@ -92,3 +92,15 @@ def test_load_names_the_file(tmp_path):
     path.write_text(yaml.safe_dump(bad))
     with pytest.raises(ConfigError, match="bad.yaml"):
         load(path)
+
+
+def test_cli_check_config(tmp_path, capsys):
+    from advpipe.cli import main
+
+    assert main(["check-config", str(ROOT / "config.yaml")]) == 0
+    bad = base()
+    bad["models"]["cnn"]["dataset"] = "cifar10"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    assert main(["check-config", str(path)]) == 2
+    assert "models.cnn.dataset" in capsys.readouterr().err

@@ -20,6 +20,13 @@ from advpipe.runtime import derive_seed, seed_everything, select_device
 _NOT_ATTACK_PARAMS = ("batch_size", "norm")
 
 
+def stored_images(x: np.ndarray) -> np.ndarray:
+    """Images as attacked: uint8 when every value lies on the 1/255 grid (re-quantised attacks), else float32."""
+    grid = np.rint(x * 255).astype(np.uint8)
+    # Compared in x's own dtype, so that load_x_adv gives back exactly the attacked float32 values.
+    return grid if np.array_equal(grid.astype(x.dtype) / x.dtype.type(255), x) else x
+
+
 def norms_stats(norms: Mapping[str, np.ndarray]) -> pd.DataFrame:
     """norms_stats.csv: count, mean, std, min, quartiles and max of each norm over the attacked images."""
     return pd.DataFrame({k: v for k, v in norms.items()}).describe().T.rename_axis("norm").reset_index()
@@ -52,11 +59,9 @@ def run(config: Mapping[str, Any], model_name: str, attack_name: str, model_dir:
     out = forward_all(model, x_adv, attack_cfg["batch_size"], desc="represent adversarial")
     norms = {k: v.cpu().numpy() for k, v in perturbation_norms(x, x_adv).items()}
     label = clean["label"][keep]
-    quantized = bool(attack_cfg.get("quantize", False))
     arrays = {
         "index": clean["index"][keep], "label": label,
-        # Stored as attacked: uint8 on the 1/255 grid when re-quantised, float32 otherwise.
-        "x_adv": np.rint(x_adv.numpy() * 255).astype(np.uint8) if quantized else x_adv.numpy(),
+        "x_adv": stored_images(x_adv.numpy()),
         **out, "success": out["pred"] != label, "correct": out["pred"] == label,
         **{f"norm_{k}": v for k, v in norms.items()},
     }
