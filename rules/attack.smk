@@ -8,6 +8,7 @@ rule attack:
         norms_stats=f"{R}/attacks/{{model}}/{{attack}}_norms_stats.csv",
         eval=f"{R}/attacks/{{model}}/{{attack}}_eval.csv",
         confusion=f"{R}/attacks/{{model}}/{{attack}}_confusion.csv",
+        images=directory(f"{R}/attacks/{{model}}/{{attack}}_images"),
     params:
         section=get_attack_params,
     log:

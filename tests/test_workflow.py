@@ -69,6 +69,7 @@ def test_every_target_with_expected_contents(run_dir):
             for key in ("pred", "success", "norm_L0", "norm_L1", "norm_L2", "norm_Linf", "norm_RMS", "index"):
                 assert f[key].shape == (n_correct,), key
         assert (r / f"attacks/cnn/{attack}_norms_stats.csv").exists()
+        assert len(list((r / f"attacks/cnn/{attack}_images").glob("*/*.png"))) > 0
         for projection in PROJECTIONS:
             for trial in (0, 1):
                 with h5py.File(r / f"projections/cnn/{attack}/{projection}/{trial}.h5") as f:

@@ -6,4 +6,4 @@ log = start_job(snakemake)
 out = snakemake.output
 attack.run(snakemake.config, snakemake.wildcards.model, snakemake.wildcards.attack,
            model_dir=snakemake.input.spec.rsplit("/", 1)[0], clean_h5=snakemake.input.clean, out_h5=out.h5,
-           out_norms_stats=out.norms_stats, out_eval=out.eval, out_confusion=out.confusion, log=log)
+           out_norms_stats=out.norms_stats, out_eval=out.eval, out_confusion=out.confusion, images_dir=out.images, log=log)

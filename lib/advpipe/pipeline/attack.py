@@ -11,6 +11,7 @@ from advpipe.attacks import ATTACKS, build_attack
 from advpipe.attacks.norms import perturbation_norms
 from advpipe.data import load_split
 from advpipe.io.h5 import DumpError, provenance, read_dump, write_dump
+from advpipe.io.images import save_class_samples
 from advpipe.io.tables import write_csv
 from advpipe.models import load_trained
 from advpipe.pipeline.represent import eval_tables, forward_all
@@ -33,7 +34,8 @@ def norms_stats(norms: Mapping[str, np.ndarray]) -> pd.DataFrame:
 
 
 def run(config: Mapping[str, Any], model_name: str, attack_name: str, model_dir: str, clean_h5: str,
-        out_h5: str, out_norms_stats: str, out_eval: str, out_confusion: str, log=print) -> None:
+        out_h5: str, out_norms_stats: str, out_eval: str, out_confusion: str, images_dir: str,
+        log=print) -> None:
     seed = derive_seed(config["seed"], "attack", model_name, attack_name)
     seed_everything(seed)
     device = select_device(config["device"])
@@ -71,6 +73,9 @@ def run(config: Mapping[str, Any], model_name: str, attack_name: str, model_dir:
     evaluation, confusion = eval_tables(label, out["pred"], split.classes)
     write_csv(evaluation, out_eval)
     write_csv(confusion, out_confusion, index=True)
+    # Adversarial PNGs under the ids of the original images (SPEC 1), per true class.
+    save_class_samples(x_adv.numpy(), label, arrays["index"], split.classes, images_dir,
+                       config["represent"]["num_saved_images"])
     log(f"{attack_name}: success rate {arrays['success'].mean():.4f}, "
         f"mean L2 {norms['L2'].mean():.4f}, mean Linf {norms['Linf'].mean():.4f}")
 
