@@ -50,6 +50,9 @@ def test_round_trip(tmp_path):
     x = torch.rand(5, 1, 8, 8)
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
     assert not loaded.training
+    first = (tmp_path / "model.pt").read_bytes()
+    save_trained(tmp_path, model, spec())
+    assert (tmp_path / "model.pt").read_bytes() == first  # same weights, same bytes
     assert set(ARCHS) >= {"small_cnn", "resnet18"}
 
 

@@ -1,6 +1,7 @@
 """Trained-model folders: model.pt (state_dict only) + model.json (how to rebuild it)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -22,8 +23,12 @@ class CheckpointError(RuntimeError):
 def save_trained(model_dir: str | os.PathLike, model: Classifier, spec: Mapping[str, Any]) -> None:
     """Write model.pt (state_dict) and model.json (`spec`: arch, arch_args, input shape, classes, ...)."""
     model_dir = Path(model_dir)
+    # Saved through a buffer: torch names the archive's root folder after the file, and the temporary
+    # name would otherwise make two identical models differ byte for byte.
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
     with atomic_path(model_dir / "model.pt") as tmp:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+        tmp.write_bytes(buffer.getvalue())
     with atomic_path(model_dir / "model.json") as tmp:
         tmp.write_text(json.dumps(dict(spec), indent=2, sort_keys=True) + "\n")
 
