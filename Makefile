@@ -1,6 +1,6 @@
 # Two entry points on a fresh machine:  `make run`  (set up + the default workflow)
 #                                       `make test` (set up + the test suite)
-PYTHON ?= python3
+PYTHON ?= python3.11
 VENV ?= .venv
 CORES ?= 2
 BIN := $(VENV)/bin

@@ -16,7 +16,7 @@ if not workflow.overwrite_configfiles:
     config.clear()
     config.update(_base)
 # Fails here, before any job, naming every bad key path.
-_validated = advpipe.config.validate(config)
+_validated = advpipe.config.validate(config, advpipe.config.load_schema(Path(workflow.basedir) / "config/schema.yaml"))
 config.clear()
 config.update(_validated)
 

@@ -1,5 +1,5 @@
 # Wildcard constraints, target lists and input functions derived from the validated config.
-from advpipe.projections import PROJECTIONS
+from advpipe.projections import PROJECTIONS, estimator_options
 
 R = config["results"]
 VRAPI = config["vrapi"]
@@ -72,12 +72,18 @@ def get_model_params(wildcards):
     return dict(model=model, dataset=config["datasets"][model["dataset"]], seed=config["seed"])
 
 
+def get_represent_params(wildcards):
+    return dict(**get_model_params(wildcards), represent=config["represent"])
+
+
 def get_attack_params(wildcards):
-    return dict(attack=config["attacks"][wildcards.attack], seed=config["seed"])
+    return dict(attack=config["attacks"][wildcards.attack], seed=config["seed"],
+                num_saved_images=config["represent"]["num_saved_images"])
 
 
 def get_projection_params(wildcards):
-    return dict(options=VRAPI["projection_options"], seed=config["seed"])
+    # Only this projection's options: changing parametric_umap's must not rerun pca.
+    return dict(options=estimator_options(wildcards.projection, VRAPI["projection_options"]), seed=config["seed"])
 
 
 def get_score_inputs(wildcards):

@@ -8,7 +8,7 @@ rule represent:
         confusion=f"{R}/representations/{{model}}/{{split}}_confusion.csv",
         images=directory(f"{R}/representations/{{model}}/images_{{split}}"),
     params:
-        section=get_model_params,
+        section=get_represent_params,
     log:
         "logs/represent/{model}/{split}.log",
     benchmark:

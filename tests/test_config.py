@@ -73,6 +73,11 @@ BAD = [
     ("zero trials", ["vrapi", "trials"], 0, "vrapi.trials"),
     ("imagefolder without path", ["datasets", "digits"], {"source": "imagefolder"}, "datasets.digits.path"),
     ("missing required section", ["models"], KeyError, "models"),
+    ("unknown architecture argument", ["models", "cnn", "arch_args"], {"widht": 3}, "models.cnn.arch_args.widht"),
+    ("unknown projection option", ["vrapi", "projection_options"], {"pca": {"foo": 1}},
+     "vrapi.projection_options.pca.foo"),
+    ("projection options not a mapping", ["vrapi", "projection_options"], {"pca": 5}, "vrapi.projection_options.pca"),
+    ("unknown BIM option", ["attacks", "fgsm"], {"method": "bim", "warm_start": True}, "attacks.fgsm.warm_start"),
 ]
 
 

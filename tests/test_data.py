@@ -167,6 +167,30 @@ def test_cifar_bad_values_are_rejected(tmp_path, dtype, bad, message):
         load_split({"source": "cifar10"}, "train", tmp_path, seed=0)
 
 
+class _Exploit:
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch PWNED",))
+
+
+def test_cifar_pickle_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_cifar(tmp_path, "cifar10", np.random.default_rng(3))
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    batch.write_bytes(pickle.dumps({"data": _Exploit(), "labels": [0]}, protocol=2))
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="data_batch_2.*refusing"):
+        load_split({"source": "cifar10"}, "train", tmp_path, seed=0)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_truncated_cifar_batch_names_the_file(tmp_path):
+    _write_cifar(tmp_path, "cifar10", np.random.default_rng(4))
+    batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    batch.write_bytes(batch.read_bytes()[:100])
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="test_batch: not a readable CIFAR batch"):
+        load_split({"source": "cifar10"}, "test", tmp_path, seed=0)
+
+
 @pytest.mark.parametrize("source, folder", [("mnist", "MNIST"), ("cifar10", "cifar-10-batches-py"),
                                             ("cifar100", "cifar-100-python")])
 def test_missing_torchvision_data_names_the_path(tmp_path, source, folder):

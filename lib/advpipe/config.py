@@ -7,6 +7,7 @@ and messages that name the key path.
 from __future__ import annotations
 
 import copy
+import inspect
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -14,6 +15,10 @@ import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
+
+# Set by the workflow from the dataset, never by a config's arch_args.
+_SHAPE_ARGS = {"in_channels", "num_classes", "image_size", "mean", "std"}
 
 
 class ConfigError(ValueError):
@@ -88,6 +93,7 @@ def _cross_check(config: Mapping[str, Any]) -> list[str]:
     """Checks a schema cannot express: names that must refer to other entries or to registries."""
     from advpipe.models.registry import ARCHS  # imported late: the schema check needs no torch
     from advpipe.projections import PROJECTIONS
+    from advpipe.projections.project import accepted_options
 
     problems = []
     for name, ds in config["datasets"].items():
@@ -98,6 +104,11 @@ def _cross_check(config: Mapping[str, Any]) -> list[str]:
             problems.append(_unknown(f"models.{name}.dataset", model["dataset"], "dataset", config["datasets"]))
         if model["arch"] not in ARCHS:
             problems.append(_unknown(f"models.{name}.arch", model["arch"], "architecture", ARCHS))
+        else:
+            accepted = set(inspect.signature(ARCHS[model["arch"]]).parameters) - _SHAPE_ARGS
+            for key in sorted(set(model["arch_args"]) - accepted):
+                problems.append(_unknown(f"models.{name}.arch_args.{key}", key, f"argument of {model['arch']}",
+                                         accepted))
     study = config["vrapi"]
     if study["enabled"]:
         if not study["models"] or not study["attacks"]:
@@ -108,9 +119,14 @@ def _cross_check(config: Mapping[str, Any]) -> list[str]:
         for i, name in enumerate(study["attacks"]):
             if name not in config["attacks"]:
                 problems.append(_unknown(f"vrapi.attacks.{i}", name, "attack", config["attacks"]))
-        for name in study["projection_options"]:
+        for name, options in study["projection_options"].items():
             if name not in PROJECTIONS:
                 problems.append(_unknown(f"vrapi.projection_options.{name}", name, "projection", PROJECTIONS))
+                continue
+            accepted = accepted_options(name)  # imports that projection's library, only when it has options
+            for key in sorted(set(options) - accepted):
+                problems.append(_unknown(f"vrapi.projection_options.{name}.{key}", key, f"option of {name}",
+                                         accepted))
         for i, name in enumerate(study["plot"].get("projections") or []):
             if name not in study["projections"]:
                 problems.append(_unknown(f"vrapi.plot.projections.{i}", name, "projection", study["projections"]))

@@ -201,13 +201,36 @@ def _read_cifar_batches(cls: type, root: Path, train: bool) -> tuple[torch.Tenso
     data, labels = [], []
     for file_name, _ in (cls.train_list if train else cls.test_list):
         entry = _read_pickle(folder / file_name)
+        key = "labels" if "labels" in entry else "fine_labels"
+        if "data" not in entry or key not in entry:
+            raise ValueError(f"{folder / file_name}: CIFAR batch lacks 'data' or '{key}' (has {sorted(entry)})")
         data.append(np.asarray(entry["data"]).reshape(-1, 3, 32, 32))  # rows are channel-major RGB planes
-        labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        labels.extend(entry[key])
     classes = list(_read_pickle(folder / cls.meta["filename"])[cls.meta["key"]])
     return torch.from_numpy(np.concatenate(data)), torch.tensor(labels, dtype=torch.int64), classes
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: a CIFAR batch never needs more, and refusing
+    everything else means a tampered file cannot run code (torchvision's own reader would)."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only arrays and plain values)")
+        return super().find_class(module, name)
+
+
 def _read_pickle(path: Path) -> dict[str, Any]:
     """Load one CIFAR pickle (written by Python 2, hence latin1, as torchvision reads it)."""
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+    try:
+        with open(path, "rb") as f:
+            entry = _ArrayUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: not a readable CIFAR batch (truncated, corrupt or unsafe): {err}") from err
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: not a CIFAR batch (expected a dict, got {type(entry).__name__})")
+    return entry

@@ -41,10 +41,17 @@ def read_spec(model_dir: str | os.PathLike) -> dict[str, Any]:
         spec = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON: {err}") from err
-    for key in ("arch", "in_channels", "num_classes", "image_size"):
+    for key in ("arch", "in_channels", "num_classes", "image_size", "classes"):
         if key not in spec:
             raise CheckpointError(f"{path}: missing key {key!r}")
     return spec
+
+
+def build_from_spec(spec: Mapping[str, Any]) -> Classifier:
+    """An untrained network as model.json describes it."""
+    return build_model(spec["arch"], in_channels=spec["in_channels"], num_classes=spec["num_classes"],
+                       image_size=spec["image_size"], mean=spec.get("mean"), std=spec.get("std"),
+                       **spec.get("arch_args", {}))
 
 
 def load_trained(model_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Classifier:
@@ -53,9 +60,7 @@ def load_trained(model_dir: str | os.PathLike, device: str | torch.device = "cpu
     The state_dict is read with weights_only=True: a checkpoint never executes pickled code.
     """
     spec = read_spec(model_dir)
-    model = build_model(spec["arch"], in_channels=spec["in_channels"], num_classes=spec["num_classes"],
-                        image_size=spec["image_size"], mean=spec.get("mean"), std=spec.get("std"),
-                        **spec.get("arch_args", {}))
+    model = build_from_spec(spec)
     path = Path(model_dir) / "model.pt"
     if not path.exists():
         raise CheckpointError(f"{path}: file does not exist")

@@ -1,11 +1,10 @@
 """Stage plot: vrapi's figures for one (model, attack, projection) at the configured trial (SPEC 1)."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Mapping
 
 from advpipe.io.h5 import read_dump
+from advpipe.models.checkpoint import read_spec
 from advpipe.pipeline.project import clean_and_adversarial
 from advpipe.plots.scatter import plot_projection_figures
 
@@ -13,7 +12,7 @@ from advpipe.plots.scatter import plot_projection_figures
 def run(config: Mapping[str, Any], model_dir: str, clean_h5: str, attack_h5: str, projection_h5: str,
         out_dir: str, log=print) -> None:
     plot_cfg = config["vrapi"]["plot"]
-    classes = json.loads((Path(model_dir) / "model.json").read_text())["classes"]
+    classes = read_spec(model_dir)["classes"]
     clean, adv = clean_and_adversarial(clean_h5, attack_h5, keys=())
     z = read_dump(projection_h5, ["clean", "adv"])
     paths = plot_projection_figures(z["clean"], clean["label"], z["adv"], adv["label"], classes, out_dir,

@@ -13,6 +13,8 @@ def clean_and_adversarial(clean_h5: str, attack_h5: str, keys=("features",)) -> 
     """The correctly classified clean rows and the attack rows, checked to be aligned on `index`."""
     clean = read_dump(clean_h5, ["index", "correct", "label", *keys])
     keep = np.flatnonzero(clean["correct"])
+    if len(keep) == 0:
+        raise DumpError(f"{clean_h5}: the model classifies no test image correctly; nothing was attacked")
     clean = {k: v[keep] for k, v in clean.items()}
     adv = read_dump(attack_h5, ["index", "pred", "label", *keys])
     if not np.array_equal(clean["index"], adv["index"]):

@@ -1,7 +1,6 @@
 """Stage represent: evaluation outputs and representations of one split (SPEC 1 eval_net.py)."""
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping
 
 import numpy as np
@@ -23,7 +22,8 @@ def forward_all(model: Classifier, x: torch.Tensor, batch_size: int, desc: str =
     """logits, softmax, prediction and representation of every input, batched, in one pass each."""
     device = next(model.parameters()).device
     logits, feats = [], []
-    for start in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch"):
+    # max(.., 1): an empty input still runs one empty batch, so the outputs keep their shapes.
+    for start in tqdm(range(0, max(len(x), 1), batch_size), desc=desc, unit="batch"):
         out, rep = model.forward_features(x[start:start + batch_size].to(device))
         logits.append(out.float().cpu())
         feats.append(rep.float().cpu())

@@ -9,8 +9,8 @@ import pandas as pd
 
 from advpipe.data import dataset_info, load_split
 from advpipe.io.tables import write_csv
-from advpipe.models import build_model, save_trained
-from advpipe.models.base import Classifier
+from advpipe.models import save_trained
+from advpipe.models.checkpoint import build_from_spec
 from advpipe.runtime import derive_seed, seed_everything, select_device
 from advpipe.train import evaluate_accuracy, train_classifier
 
@@ -26,11 +26,6 @@ def model_spec(model_cfg: Mapping[str, Any], dataset_cfg: Mapping[str, Any], dat
         "mean": list(info.mean) if norm else None, "std": list(info.std) if norm else None,
         "dataset": dict(dataset_cfg), "train": dict(model_cfg["train"]),
     }
-
-
-def build_from_spec(spec: Mapping[str, Any]) -> Classifier:
-    return build_model(spec["arch"], in_channels=spec["in_channels"], num_classes=spec["num_classes"],
-                       image_size=spec["image_size"], mean=spec["mean"], std=spec["std"], **spec["arch_args"])
 
 
 def run(config: Mapping[str, Any], model_name: str, out_dir: str | os.PathLike, log=print) -> dict:

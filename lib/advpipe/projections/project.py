@@ -22,6 +22,7 @@ fitted embedding itself).
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -57,6 +58,30 @@ def _parametric_umap(seed: int, **kw: Any):
 _ESTIMATORS: dict[str, Callable[..., Any]] = {
     "pca": _pca, "umap": _umap, "tsne": _tsne, "parametric_umap": _parametric_umap,
 }
+
+
+def estimator_class(base: str) -> type:
+    """The estimator class behind projection `base` (pca, umap, tsne, parametric_umap), imported late."""
+    if base == "pca":
+        from sklearn.decomposition import PCA
+        return PCA
+    if base == "tsne":
+        from sklearn.manifold import TSNE
+        return TSNE
+    if base == "umap":
+        from umap import UMAP
+        return UMAP
+    if base == "parametric_umap":
+        from advpipe.projections.parametric_umap import ParametricUMAP
+        return ParametricUMAP
+    raise ValueError(f"unknown projection {base!r}; known: {', '.join(_ESTIMATORS)}")
+
+
+def accepted_options(name: str) -> set[str]:
+    """Keyword options projection `name` accepts (its estimator's constructor arguments, seed aside)."""
+    params = inspect.signature(estimator_class(name.removesuffix("_oos"))).parameters
+    return {k for k, p in params.items() if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD} - {
+        "random_state"}
 
 
 def _check_name(name: str) -> None:
