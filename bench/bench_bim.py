@@ -57,10 +57,11 @@ def implementations(model: torch.nn.Module, n_classes: int, batch: int) -> dict[
                                        num_random_init=0, batch_size=batch, verbose=False)
     return {
         "hand loop": lambda x, y: hand_loop(model, x, y),
-        # perturb() is the attack alone; __call__ adds input checks and one forward pass for `success`.
-        "advpipe BIM perturb()": lambda x, y: ours.perturb(model, x, y, None),
-        "advpipe BIM": lambda x, y: ours(model, x, y).x_adv,
-        "advpipe BIM (quantize)": lambda x, y: ours_q(model, x, y).x_adv,
+        # As the pipeline calls it (input checks, no success pass: the stage's own forward pass gives it);
+        # then with the success check, and with the 1/255 re-quantisation the config turns on.
+        "advpipe BIM": lambda x, y: ours(model, x, y, check_success=False).x_adv,
+        "advpipe BIM + success": lambda x, y: ours(model, x, y).x_adv,
+        "advpipe BIM (quantize)": lambda x, y: ours_q(model, x, y, check_success=False).x_adv,
         "foolbox LinfPGD": lambda x, y: fb_pgd(fmodel, x, y, epsilons=EPS)[1],
         "torchattacks PGD": lambda x, y: ta_pgd(x, y),
         "ART PGD": lambda x, y: torch.from_numpy(art_pgd.generate(x.numpy(), y=y.numpy())),

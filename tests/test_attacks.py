@@ -316,3 +316,12 @@ def test_attack_result_cat():
     b = AttackResult(torch.ones(1, 1, 2, 2), torch.tensor([True]))
     c = AttackResult.cat([a, b])
     assert c.x_adv.shape == (3, 1, 2, 2) and c.success.tolist() == [True, False, True]
+
+
+def test_success_check_can_be_left_to_the_caller(correct):
+    model, x, y = correct
+    attack = BIM(eps=EPS, step_size=1 / 255, steps=3)
+    checked = attack.run(model, x, y, batch_size=50, progress=False)
+    unchecked = attack.run(model, x, y, batch_size=50, progress=False, check_success=False)
+    assert unchecked.success is None
+    assert torch.equal(checked.x_adv, unchecked.x_adv)

@@ -15,15 +15,17 @@ from tqdm.auto import tqdm
 
 @dataclass
 class AttackResult:
-    """Per-sample attack output (DESIGN): x_adv (N, C, H, W) in [0,1]; success (N,) = model(x_adv).argmax != y."""
+    """Per-sample attack output (DESIGN): x_adv (N, C, H, W) in [0,1]; success (N,) = model(x_adv).argmax != y,
+    or None when the caller asked not to check (it runs its own forward pass on x_adv)."""
 
     x_adv: Tensor
-    success: Tensor
+    success: Tensor | None
 
     @staticmethod
     def cat(results: list[AttackResult]) -> AttackResult:
         """Concatenate batch results along the sample axis."""
-        return AttackResult(torch.cat([r.x_adv for r in results]), torch.cat([r.success for r in results]))
+        success = None if results[0].success is None else torch.cat([r.success for r in results])
+        return AttackResult(torch.cat([r.x_adv for r in results]), success)
 
 
 def parse_fraction(v: float | int | str, name: str = "value") -> float:
@@ -76,19 +78,21 @@ class Attack(ABC):
         return None
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor,
-                 generator: torch.Generator | None = None) -> AttackResult:
+                 generator: torch.Generator | None = None, check_success: bool = True) -> AttackResult:
         """Attack one batch; success is re-evaluated on the returned x_adv so it always matches its prediction."""
         check_inputs(model, x, y)
         if generator is None:
             generator = self.make_generator(x.device)
         with torch.enable_grad():  # callers may sit under no_grad; we only differentiate w.r.t. the input
             x_adv = self.perturb(model, x, y, generator)
+        if not check_success:
+            return AttackResult(x_adv, None)
         with torch.no_grad():
             success = model(x_adv).argmax(1) != y
         return AttackResult(x_adv, success)
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int, progress: bool = True,
-            desc: str | None = None) -> AttackResult:
+            desc: str | None = None, check_success: bool = True) -> AttackResult:
         """Attack x in batches of batch_size with a progress bar; one RNG runs through all batches in order."""
         check_int("batch_size", batch_size, 1)
         if len(x) != len(y):
@@ -97,7 +101,7 @@ class Attack(ABC):
         results = []
         with tqdm(total=len(x), desc=desc or type(self).__name__, unit="img", disable=not progress) as bar:
             for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-                results.append(self(model, xb, yb, generator))
+                results.append(self(model, xb, yb, generator, check_success))
                 bar.update(len(xb))
         if not results:  # empty input: keep shapes and dtypes
             return AttackResult(x.clone(), torch.zeros(0, dtype=torch.bool, device=x.device))
