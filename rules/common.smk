@@ -86,6 +86,10 @@ def get_projection_params(wildcards):
     return dict(options=estimator_options(wildcards.projection, VRAPI["projection_options"]), seed=config["seed"])
 
 
+def get_one_attack(wildcards):
+    return [wildcards.attack]
+
+
 def get_score_inputs(wildcards):
     entries = vrapi_entries()
     return dict(

@@ -141,3 +141,17 @@ def test_parametric_umap_separates_blobs() -> None:
 def test_parametric_umap_transform_before_fit() -> None:
     with pytest.raises(RuntimeError):
         ParametricUMAP().transform(np.zeros((2, 3), np.float32))
+
+
+@pytest.mark.parametrize("name", ["pca_oos", "umap_oos", "parametric_umap_oos", "pca"])
+def test_project_many_equals_one_at_a_time(data, name):
+    """Out-of-sample variants fit once for all adversarial sets; the result is what separate jobs give."""
+    from advpipe.projections import project_many
+
+    x, _ = data
+    clean, advs = x[:50], [x[50:70], x[70:90] + 0.1]
+    many = project_many(name, clean, advs, seed=4, options=OPTIONS)
+    for (cz, az), adv in zip(many, advs):
+        c1, a1 = project(name, clean, adv, seed=4, options=OPTIONS)
+        np.testing.assert_array_equal(cz, c1)
+        np.testing.assert_array_equal(az, a1)

@@ -106,6 +106,18 @@ def test_deleting_one_projection_reruns_only_it_and_the_scores(run_dir):
     assert scores.read_bytes() == scores_before
 
 
+def test_deleting_an_out_of_sample_projection_reruns_its_trial(run_dir):
+    victim = run_dir / "results/projections/cnn/fgsm/pca_oos/0.h5"
+    sibling = run_dir / "results/projections/cnn/cw/pca_oos/0.h5"  # made by the same job
+    before, sibling_before = victim.read_bytes(), sibling.read_bytes()
+    victim.unlink()
+    dry = snakemake(run_dir, "--dry-run", "vrapi")
+    # The job rewrites both attacks' files of trial 0, so both figure sets of pca_oos (trial 0) follow.
+    assert job_counts(dry.stdout) == {"project_oos": 1, "score": 1, "plot": 2, "vrapi": 1, "total": 5}
+    snakemake(run_dir, "vrapi")
+    assert victim.read_bytes() == before and sibling.read_bytes() == sibling_before
+
+
 def test_bad_config_fails_before_any_job(tmp_path):
     bad = yaml.safe_load(TINY.read_text())
     bad["attacks"]["fgsm"]["eps"] = -1
@@ -126,12 +138,13 @@ def test_lint_has_nothing_to_say(tmp_path):
 def test_paper_config_dry_run_job_counts(tmp_path):
     out = snakemake(tmp_path, "--dry-run", configfile=ROOT / "config/paper/vrapi.yaml")
     counts = job_counts(out.stdout)
-    # 1 model; 3 attacks; 100 trials x 7 projections x 3 attacks; one figure set per attack x projection.
-    assert counts == {"all": 1, "train": 1, "represent": 1, "attack": 3, "project": 2100, "score": 1,
-                      "plot": 21, "total": 2128}
+    # 1 model; 3 attacks; 100 trials x (4 joint projections x 3 attacks + 3 out-of-sample projections fit
+    # once per trial for all attacks) = 2,100 projection files; one figure set per attack x projection.
+    assert counts == {"all": 1, "train": 1, "represent": 1, "attack": 3, "project": 1200, "project_oos": 300,
+                      "score": 1, "plot": 21, "total": 1528}
 
 
 def test_default_config_without_configfile(tmp_path):
     out = snakemake(tmp_path, "--dry-run", configfile=None)
     counts = job_counts(out.stdout)
-    assert counts["project"] == 3 * 7 * 3 and counts["train"] == 1
+    assert counts["project"] == 3 * 4 * 3 and counts["project_oos"] == 3 * 3 and counts["train"] == 1

@@ -1,8 +1,8 @@
-"""Rule project: one projection trial of clean and adversarial representations."""
+"""Rules project and project_oos: one projection trial, for one attack (joint) or all (out-of-sample)."""
 from advpipe.jobs import start_job
 from advpipe.pipeline import project
 
 log = start_job(snakemake)
 w = snakemake.wildcards
-project.run(snakemake.config, w.model, w.attack, w.projection, int(w.trial),
-            clean_h5=snakemake.input.clean, attack_h5=snakemake.input.attack, out_h5=snakemake.output.h5, log=log)
+project.run(snakemake.config, w.model, snakemake.params.attacks, w.projection, int(w.trial),
+            clean_h5=snakemake.input.clean, attack_h5s=snakemake.input.attacks, out_h5s=snakemake.output, log=log)

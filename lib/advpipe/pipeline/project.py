@@ -1,12 +1,12 @@
 """Stage project: one 2-D projection trial of clean and adversarial representations (SPEC 1 projection.py)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from advpipe.io.h5 import DumpError, provenance, read_dump, write_dump
-from advpipe.projections import estimator_options, project
+from advpipe.projections import estimator_options, project_many
 
 
 def clean_and_adversarial(clean_h5: str, attack_h5: str, keys=("features",)) -> tuple[dict, dict]:
@@ -23,16 +23,21 @@ def clean_and_adversarial(clean_h5: str, attack_h5: str, keys=("features",)) -> 
     return clean, adv
 
 
-def run(config: Mapping[str, Any], model_name: str, attack_name: str, projection: str, trial: int,
-        clean_h5: str, attack_h5: str, out_h5: str, log=print) -> None:
+def run(config: Mapping[str, Any], model_name: str, attack_names: Sequence[str], projection: str, trial: int,
+        clean_h5: str, attack_h5s: Sequence[str], out_h5s: Sequence[str], log=print) -> None:
+    """One trial of `projection` for each attack: a joint projection gets one attack per job, an
+    out-of-sample one fits once on clean and serves every attack of the study."""
     study = config["vrapi"]
     # SPEC 1: trial t uses seed + t. Every projection takes it explicitly (no global RNG state), so this
     # job needs no torch unless the projection is parametric.
     seed = config["seed"] + trial
-    clean, adv = clean_and_adversarial(clean_h5, attack_h5)
+    pairs = [clean_and_adversarial(clean_h5, path) for path in attack_h5s]
+    clean = pairs[0][0]
+    z = project_many(projection, clean["features"], [adv["features"] for _, adv in pairs], seed,
+                     study["projection_options"])
     options = estimator_options(projection, study["projection_options"])  # recorded in provenance
-    z_clean, z_adv = project(projection, clean["features"], adv["features"], seed, study["projection_options"])
-    section = {"projection": projection, "trial": trial, "options": options,
-               "model": config["models"][model_name], "attack": config["attacks"][attack_name]}
-    write_dump(out_h5, {"index": clean["index"], "clean": z_clean, "adv": z_adv}, provenance(section, seed))
-    log(f"{projection} trial {trial}: {len(z_clean)} clean + {len(z_adv)} adversarial points")
+    for attack_name, out_h5, (z_clean, z_adv) in zip(attack_names, out_h5s, z):
+        section = {"projection": projection, "trial": trial, "options": options,
+                   "model": config["models"][model_name], "attack": config["attacks"][attack_name]}
+        write_dump(out_h5, {"index": clean["index"], "clean": z_clean, "adv": z_adv}, provenance(section, seed))
+        log(f"{projection} trial {trial}, {attack_name}: {len(z_clean)} clean + {len(z_adv)} adversarial points")

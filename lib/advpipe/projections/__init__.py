@@ -1,9 +1,9 @@
 """2-D projections of representations: PCA, UMAP, t-SNE, parametric UMAP; joint or out-of-sample (SPEC 1)."""
 from typing import Any
 
-from advpipe.projections.project import PROJECTIONS, estimator_options, project
+from advpipe.projections.project import PROJECTIONS, estimator_options, project, project_many
 
-__all__ = ["PROJECTIONS", "ParametricUMAP", "estimator_options", "project"]
+__all__ = ["PROJECTIONS", "ParametricUMAP", "estimator_options", "project", "project_many"]
 
 
 def __getattr__(name: str) -> Any:

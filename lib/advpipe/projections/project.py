@@ -22,8 +22,9 @@ fitted embedding itself).
 """
 from __future__ import annotations
 
+import functools
 import inspect
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -98,19 +99,35 @@ def estimator_options(name: str, options: Mapping[str, Mapping[str, Any]] | None
     return {**options.get(base, {}), **(options.get(name, {}) if name != base else {})}
 
 
+def _f32(z: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(z, dtype=np.float32)
+
+
+def project_many(name: str, clean: np.ndarray, advs: Sequence[np.ndarray], seed: int,
+                 options: Mapping[str, Mapping[str, Any]] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Project clean (N, D) with each adversarial set (M_k, D): one (clean_z, adv_z) float32 pair per set.
+
+    `*_oos` variants fit once on clean and transform every set (as vrapi fits once per trial); joint
+    variants fit once per set on [clean; adv].
+    """
+    _check_name(name)
+    clean, advs = np.asarray(clean), [np.asarray(a) for a in advs]
+    for adv in advs:
+        if clean.ndim != 2 or adv.ndim != 2 or clean.shape[1] != adv.shape[1]:
+            raise ValueError(f"clean and adv must be (N, D) and (M, D) with the same D; got {clean.shape}, {adv.shape}")
+    make = functools.partial(_ESTIMATORS[name.removesuffix("_oos")], int(seed), **estimator_options(name, options))
+    if name.endswith("_oos"):
+        model = make().fit(clean)
+        clean_z = _f32(model.transform(clean))
+        return [(clean_z, _f32(model.transform(adv))) for adv in advs]
+    pairs = []
+    for adv in advs:
+        z = make().fit_transform(np.concatenate([clean, adv]))
+        pairs.append((_f32(z[: len(clean)]), _f32(z[len(clean):])))
+    return pairs
+
+
 def project(name: str, clean: np.ndarray, adv: np.ndarray, seed: int,
             options: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Project clean (N, D) and adv (M, D) to 2-D with projection `name`; returns float32 (N, 2), (M, 2) (SPEC 1)."""
-    _check_name(name)
-    clean, adv = np.asarray(clean), np.asarray(adv)
-    if clean.ndim != 2 or adv.ndim != 2 or clean.shape[1] != adv.shape[1]:
-        raise ValueError(f"clean and adv must be (N, D) and (M, D) with the same D; got {clean.shape}, {adv.shape}")
-    base = name.removesuffix("_oos")
-    model = _ESTIMATORS[base](int(seed), **estimator_options(name, options))
-    if name.endswith("_oos"):
-        model.fit(clean)
-        clean_z, adv_z = model.transform(clean), model.transform(adv)
-    else:
-        z = model.fit_transform(np.concatenate([clean, adv]))
-        clean_z, adv_z = z[: len(clean)], z[len(clean):]
-    return np.ascontiguousarray(clean_z, dtype=np.float32), np.ascontiguousarray(adv_z, dtype=np.float32)
+    return project_many(name, clean, [adv], seed, options)[0]
