@@ -109,3 +109,12 @@ def test_cli_check_config(tmp_path, capsys):
     path.write_text(yaml.safe_dump(bad))
     assert main(["check-config", str(path)]) == 2
     assert "models.cnn.dataset" in capsys.readouterr().err
+
+
+def test_conda_env_pins_the_same_versions_as_pyproject():
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((ROOT / "envs/advpipe.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert sorted(pip) == sorted(deps)
