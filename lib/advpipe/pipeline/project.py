@@ -9,18 +9,28 @@ from advpipe.io.h5 import DumpError, provenance, read_dump, write_dump
 from advpipe.projections import estimator_options, project_many
 
 
-def clean_and_adversarial(clean_h5: str, attack_h5: str, keys=("features",)) -> tuple[dict, dict]:
-    """The correctly classified clean rows and the attack rows, checked to be aligned on `index`."""
+def correct_clean(clean_h5: str, keys=("features",)) -> dict:
+    """The correctly classified rows of a representation dump (the images every attack starts from)."""
     clean = read_dump(clean_h5, ["index", "correct", "label", *keys])
     keep = np.flatnonzero(clean["correct"])
     if len(keep) == 0:
         raise DumpError(f"{clean_h5}: the model classifies no test image correctly; nothing was attacked")
-    clean = {k: v[keep] for k, v in clean.items()}
+    return {k: v[keep] for k, v in clean.items()}
+
+
+def aligned_adversarial(attack_h5: str, clean: dict, clean_h5: str, keys=("features",)) -> dict:
+    """The rows of an attack dump, checked to be aligned on `index` with `clean` (read from clean_h5)."""
     adv = read_dump(attack_h5, ["index", "pred", "label", *keys])
     if not np.array_equal(clean["index"], adv["index"]):
         raise DumpError(f"{attack_h5}: its index does not match the correctly classified rows of {clean_h5} "
                         "(made from another model or split? delete it and rerun)")
-    return clean, adv
+    return adv
+
+
+def clean_and_adversarial(clean_h5: str, attack_h5: str, keys=("features",)) -> tuple[dict, dict]:
+    """The correctly classified clean rows and the attack rows, checked to be aligned on `index`."""
+    clean = correct_clean(clean_h5, keys)
+    return clean, aligned_adversarial(attack_h5, clean, clean_h5, keys)
 
 
 def run(config: Mapping[str, Any], model_name: str, attack_names: Sequence[str], projection: str, trial: int,
@@ -31,10 +41,9 @@ def run(config: Mapping[str, Any], model_name: str, attack_names: Sequence[str],
     # SPEC 1: trial t uses seed + t. Every projection takes it explicitly (no global RNG state), so this
     # job needs no torch unless the projection is parametric.
     seed = config["seed"] + trial
-    pairs = [clean_and_adversarial(clean_h5, path) for path in attack_h5s]
-    clean = pairs[0][0]
-    z = project_many(projection, clean["features"], [adv["features"] for _, adv in pairs], seed,
-                     study["projection_options"])
+    clean = correct_clean(clean_h5)  # read once, whatever the number of attacks
+    advs = [aligned_adversarial(path, clean, clean_h5)["features"] for path in attack_h5s]
+    z = project_many(projection, clean["features"], advs, seed, study["projection_options"])
     options = estimator_options(projection, study["projection_options"])  # recorded in provenance
     for attack_name, out_h5, (z_clean, z_adv) in zip(attack_names, out_h5s, z):
         section = {"projection": projection, "trial": trial, "options": options,

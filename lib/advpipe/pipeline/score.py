@@ -10,22 +10,26 @@ from tqdm import tqdm
 from advpipe.io.h5 import DumpError, read_dump
 from advpipe.io.tables import write_csv
 from advpipe.metrics.pop import pop_score, score_stats
-from advpipe.pipeline.project import clean_and_adversarial
+from advpipe.pipeline.project import aligned_adversarial, correct_clean
 
 
 def score_table(entries: Iterable[Mapping[str, str]]) -> pd.DataFrame:
     """Long table of POP scores; entries carry model, attack, projection, trial and the files
     `path` (projection), `clean` (test representations) and `attack_path` (attack dump).
 
-    Labels and adversarial predictions are read once per (model, attack), not once per file.
+    Labels are read once per model and adversarial predictions once per (model, attack), not per file.
     """
-    cache: dict[tuple[str, str], tuple[dict, dict]] = {}
+    cleans: dict[str, dict] = {}
+    advs: dict[tuple[str, str], dict] = {}
     rows = []
     for e in tqdm(list(entries), desc="score", unit="file"):
+        if e["model"] not in cleans:
+            cleans[e["model"]] = correct_clean(e["clean"], keys=())
+        clean = cleans[e["model"]]
         key = (e["model"], e["attack"])
-        if key not in cache:
-            cache[key] = clean_and_adversarial(e["clean"], e["attack_path"], keys=())
-        clean, adv = cache[key]
+        if key not in advs:
+            advs[key] = aligned_adversarial(e["attack_path"], clean, e["clean"], keys=())
+        adv = advs[key]
         z = read_dump(e["path"], ["index", "clean", "adv"])
         if not np.array_equal(z["index"], clean["index"]):
             raise DumpError(f"{e['path']}: its index does not match {e['attack_path']} (stale projection?)")
