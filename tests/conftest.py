@@ -42,3 +42,14 @@ def digits_model(one_thread):
     with torch.no_grad():
         pred = model(x).argmax(1)
     return model, x, y, pred
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One uninterrupted local run of tests/configs/tiny.yaml, the reference for the workflow tests.
+    Read it, never change it: copy it first (shutil.copytree keeps times and snakemake's metadata)."""
+    from wf import snakemake
+
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    snakemake(workdir)
+    return workdir

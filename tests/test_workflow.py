@@ -1,9 +1,5 @@
 """The real workflow: snakemake runs a tiny config end to end in a temporary directory."""
-import os
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -11,42 +7,18 @@ import pandas as pd
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "tests" / "configs" / "tiny.yaml"
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+from wf import ROOT, TINY, job_counts, snakemake
+
 PROJECTIONS = ["pca", "umap", "tsne", "parametric_umap", "pca_oos", "umap_oos", "parametric_umap_oos"]
 
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir, *args, configfile=TINY, check=True):
-    # Targets and flags first: --configfile takes every word after it.
-    cmd = [*SNAKEMAKE, *args, "--directory", str(workdir), "--cores", "2"]
-    if configfile is not None:
-        cmd += ["--configfile", str(configfile)]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
-    if check and out.returncode != 0:
-        raise AssertionError(f"snakemake failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-    return out
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """Parse the 'Job stats' table that snakemake prints (also on --dry-run)."""
-    counts = {}
-    if "Job stats:" not in output:
-        return counts
-    for line in output.split("Job stats:", 1)[1].splitlines()[3:]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
-
-
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("workflow")
-    snakemake(workdir)
+def run_dir(tiny_run, tmp_path_factory):
+    """A copy of the session's tiny run (times and snakemake's metadata kept), free to be changed."""
+    workdir = tmp_path_factory.mktemp("workflow") / "run"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
     return workdir
 
 
