@@ -19,6 +19,8 @@ if not workflow.overwrite_configfiles:
 _validated = advpipe.config.validate(config, advpipe.config.load_schema(Path(workflow.basedir) / "config/schema.yaml"))
 config.clear()
 config.update(_validated)
+# So does a results folder this user cannot write (naming the key, not a PermissionError from some job).
+advpipe.config.check_results_folder(config["results"])
 
 
 include: "rules/common.smk"

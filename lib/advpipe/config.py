@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -69,6 +70,9 @@ def _path(error: jsonschema.ValidationError) -> str:
 
 def validate(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Return a copy of `config` with defaults filled in; raise ConfigError naming each bad key path."""
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"invalid config: the top level is a {type(config).__name__}; expected a mapping of "
+                          "config keys (datasets, models, ...)")
     schema = schema or load_schema()
     config = copy.deepcopy(dict(config))
     _fill_defaults(config, schema, schema)
@@ -97,8 +101,8 @@ def _cross_check(config: Mapping[str, Any]) -> list[str]:
 
     problems = []
     for name, ds in config["datasets"].items():
-        if ds["source"] == "imagefolder" and "path" not in ds:
-            problems.append(f"config key 'datasets.{name}.path': required for source imagefolder")
+        if ds["source"] in ("imagefolder", "npz") and "path" not in ds:
+            problems.append(f"config key 'datasets.{name}.path': required for source {ds['source']}")
     for name, model in config["models"].items():
         if model["dataset"] not in config["datasets"]:
             problems.append(_unknown(f"models.{name}.dataset", model["dataset"], "dataset", config["datasets"]))
@@ -138,9 +142,40 @@ def _cross_check(config: Mapping[str, Any]) -> list[str]:
 
 def load(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file and validate it."""
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
     try:
-        return validate(raw)
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror}); expected a YAML file") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML; expected a YAML mapping of config keys. {err}") from None
+    try:
+        return validate(raw if raw is not None else {})
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+def entry(config: Mapping[str, Any], section: str, name: str) -> dict[str, Any]:
+    """config[section][name] (a model, attack or dataset), or ConfigError naming the key path."""
+    entries = config.get(section) or {}
+    if name not in entries:
+        raise ConfigError(f"config key '{section}.{name}': not defined; expected one of {sorted(entries)}")
+    return entries[name]
+
+
+def check_results_folder(path: str | os.PathLike, key: str = "results") -> None:
+    """ConfigError unless `path` is a folder this process may write into, or can be created.
+
+    Called by the Snakefile before any job, so that the error names the config key and the folder instead of
+    a bare PermissionError on whichever output folder Snakemake (or a job) creates first.
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:  # the folder that would hold it
+        existing = existing.parent
+    where = f"{path}" if existing == path else f"{path} cannot be created: {existing}"
+    if not existing.is_dir():
+        raise ConfigError(f"config key '{key}': {where} is not a folder; expected a folder for the outputs")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"config key '{key}': folder {where} is not writable (read-only for this user); "
+                          "expected a folder this user can write outputs into")

@@ -1,16 +1,20 @@
-"""Datasets by config entry: bundled digits, torchvision MNIST/CIFAR-10/CIFAR-100 from data_root, image folders.
+"""Datasets by config entry: bundled digits, torchvision MNIST/CIFAR-10/CIFAR-100 from data_root, image folders,
+and arrays of your own in an .npz file.
 
-Every loader ends in `_to_split`: images arrive on the 0..255 scale, become float32 in [0, 1]
-(N, C, H, W), and are validated, so all sources share one conversion and one check.
+Every loader ends in `_to_split`: images arrive on the 0..255 scale (or 0..1 for float arrays), become float32
+in [0, 1] (N, C, H, W), and are validated, so all sources share one conversion and one check. Bad data raises
+DataError (a ValueError) naming the file and what was expected; missing files raise FileNotFoundError.
 """
 from __future__ import annotations
 
 import pickle
 import warnings
+import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from zlib import error as zlib_error
 
 import numpy as np
 import torch
@@ -20,8 +24,12 @@ from torchvision import transforms as T
 
 from .splits import Split, stratified_split
 
-SOURCES = ("digits", "mnist", "cifar10", "cifar100", "imagefolder")
+SOURCES = ("digits", "mnist", "cifar10", "cifar100", "imagefolder", "npz")
 SPLITS = ("train", "test")
+
+
+class DataError(ValueError):
+    """A dataset file is unreadable or holds values a model cannot take; the message names the file."""
 
 
 @dataclass
@@ -62,11 +70,15 @@ def load_split(cfg: dict[str, Any], split: str, data_root: str | Path, seed: int
     if source in _TORCHVISION:
         images, labels, classes, name = _read_torchvision(source, cfg, split == "train", Path(data_root))
         return _to_split(images, labels, np.arange(len(labels), dtype=np.int64), classes, name)
-    images, labels, classes, name = _read_unsplit(cfg, Path(data_root))
-    train, test = stratified_split(labels.numpy(), cfg.get("test_fraction", 0.3), seed)
+    images, labels, classes, name, scale = _read_unsplit(cfg, Path(data_root))
+    try:
+        train, test = stratified_split(labels.numpy(), cfg.get("test_fraction", 0.3), seed)
+    except ValueError as err:  # scikit-learn: a class too small for the held-out share
+        raise DataError(f"{name}: no stratified train/test split ({err}); expected at least 2 images per class "
+                        "and enough of them for test_fraction") from err
     pos = train if split == "train" else test
     sel = torch.from_numpy(pos)
-    return _to_split(images[sel], labels[sel], pos, classes, name)
+    return _to_split(images[sel], labels[sel], pos, classes, name, scale)
 
 
 def dataset_info(cfg: dict[str, Any], data_root: str | Path, seed: int) -> DatasetInfo:
@@ -99,33 +111,49 @@ def _check(cfg: dict[str, Any], split: str) -> str:
     return source
 
 
-def _to_split(images: torch.Tensor, labels: torch.Tensor, index: np.ndarray, classes: list[str], name: str) -> Split:
-    """(N, C, H, W) images on the 0..255 scale -> validated Split with float32 pixels in [0, 1]."""
-    x = images.to(torch.float32).div(255)  # the same arithmetic as torchvision's ToTensor
+def _to_split(images: torch.Tensor, labels: torch.Tensor, index: np.ndarray, classes: list[str], name: str,
+              scale: int = 255) -> Split:
+    """(N, C, H, W) images on the 0..scale scale -> validated Split with float32 pixels in [0, 1]."""
+    x = images.to(torch.float32)
+    if scale != 1:
+        x = x.div(scale)  # the same arithmetic as torchvision's ToTensor
+    expected = "pixel values in [0, 1]" if scale == 1 else f"pixel values in 0..{scale}"
     if not torch.isfinite(x).all():
-        raise ValueError(f"{name}: images contain NaN or Inf")
+        raise DataError(f"{name}: images contain NaN or Inf; expected finite {expected}")
     if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"{name}: pixel values outside 0..255 ([{x.min().item() * 255:g}, {x.max().item() * 255:g}])")
+        raise DataError(f"{name}: pixel values outside {'[0, 1]' if scale == 1 else f'0..{scale}'} "
+                        f"([{x.min().item() * scale:g}, {x.max().item() * scale:g}]); expected {expected}")
     y = labels.to(torch.int64)
     if y.numel() and (y.min() < 0 or y.max() >= len(classes)):
-        raise ValueError(f"{name}: labels outside 0..{len(classes) - 1}")
+        raise DataError(f"{name}: labels outside 0..{len(classes) - 1} ([{y.min().item()}, {y.max().item()}]); "
+                        f"expected one of the {len(classes)} class indices")
     return Split(x=x.contiguous(), y=y, index=np.asarray(index, dtype=np.int64), classes=list(classes))
 
 
 # ---- sources without an official test split ------------------------------------------------------------
 
-def _read_unsplit(cfg: dict[str, Any], data_root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str], str]:
-    """All images (uint8 NCHW), labels, classes and a name of a digits or imagefolder dataset."""
+def _read_unsplit(cfg: dict[str, Any], data_root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str], str, int]:
+    """All images (NCHW), labels, classes, a name and the pixel scale (255 or 1) of a dataset without an
+    official split: digits, an image folder or an npz file."""
     if cfg["source"] == "digits":
-        return (*_read_digits(), "digits (scikit-learn)")
+        return (*_read_digits(), "digits (scikit-learn)", 255)
+    source = cfg["source"]
     if "path" not in cfg:
-        raise ValueError("an imagefolder dataset needs `path`")
+        raise DataError(f"an {source} dataset needs `path`; expected the {_PATH_WHAT[source]}")
     path = Path(cfg["path"])
     path = path if path.is_absolute() else data_root / path  # relative paths live under data_root
-    if not path.is_dir():
-        raise FileNotFoundError(f"image folder not found: {path}")
+    exists = path.is_dir() if source == "imagefolder" else path.is_file()
+    if not exists:
+        relative = "" if Path(cfg["path"]).is_absolute() else f" (`path` {cfg['path']!r} under data_root {data_root})"
+        raise FileNotFoundError(f"{path}: {source} dataset not found{relative}; expected the {_PATH_WHAT[source]}")
+    if source == "npz":
+        stat = path.stat()
+        return _read_npz(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     return (*_read_imagefolder(str(path.resolve()), int(cfg.get("image_size", 32)), bool(cfg.get("grayscale", False))),
-            f"image folder {path}")
+            f"image folder {path}", 255)
+
+
+_PATH_WHAT = {"imagefolder": "folder of class/image files", "npz": ".npz file with arrays x and y"}
 
 
 def _read_digits() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -141,9 +169,61 @@ def _read_digits() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
 def _read_imagefolder(path: str, image_size: int, grayscale: bool) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Every image of an ImageFolder, resized and centre-cropped to image_size, as uint8 NCHW."""
     steps = [T.Resize(image_size), T.CenterCrop(image_size)] + ([T.Grayscale(1)] if grayscale else [])
-    ds = tvd.ImageFolder(path, transform=T.Compose(steps + [T.PILToTensor()]))  # uint8: 4x less memory than float
-    images = torch.stack([ds[i][0] for i in range(len(ds))])
-    return images, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes)
+    try:
+        ds = tvd.ImageFolder(path, transform=T.Compose(steps + [T.PILToTensor()]))  # uint8: 4x less memory
+    except FileNotFoundError as err:  # no class folder, or no image in them
+        raise DataError(f"{path}: {err}; expected one sub-folder per class holding image files") from err
+    images = []
+    for i, (file, _) in enumerate(ds.samples):
+        try:
+            images.append(ds[i][0])
+        except (OSError, ValueError, SyntaxError) as err:  # PIL: UnidentifiedImageError, truncated files
+            raise DataError(f"{file}: not a readable image ({err}); expected an image file PIL can decode "
+                            "(PNG, JPEG, ...)") from err
+    return torch.stack(images), torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes)
+
+
+@lru_cache(maxsize=1)  # dataset_info and load_split in one job read the file once; keyed on mtime and size
+def _read_npz(path: str, mtime_ns: int, size: int) -> tuple[torch.Tensor, torch.Tensor, list[str], str, int]:
+    """Arrays `x` (N, C, H, W) or (N, H, W), uint8 or float in [0, 1], and `y` (N,) integer labels from an .npz
+    file; an optional `classes` array names the classes (default: "0".."K-1")."""
+    expected = "expected an .npz file (numpy.savez) with arrays x (N, C, H, W) and y (N,)"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not {"x", "y"} <= set(data.files):
+                raise DataError(f"{path}: holds arrays {sorted(data.files)}; {expected}")
+            x, y = data["x"], data["y"]
+            names = data["classes"] if "classes" in data.files else None
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib_error) as err:  # truncated, corrupt, pickled
+        raise DataError(f"{path}: not a readable .npz file ({err}); {expected}") from err
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
+        raise DataError(f"{path}: array x has shape {x.shape}; expected (N, C, H, W) or (N, H, W) with square images")
+    if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
+        raise DataError(f"{path}: array x has dtype {x.dtype}; expected uint8 (0..255) or float (0..1)")
+    if x.dtype != np.uint8:  # checked on the whole file, so that every split and stage refuses it alike
+        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+        if bad:
+            raise DataError(f"{path}: array x holds {bad} NaN or Inf value(s); expected finite pixel values in [0, 1]")
+        if x.size and (x.min() < 0 or x.max() > 1):
+            raise DataError(f"{path}: array x holds values in [{x.min():g}, {x.max():g}]; expected pixel values "
+                            "in [0, 1] (or uint8 in 0..255)")
+    if y.shape != (len(x),):
+        raise DataError(f"{path}: array y has shape {y.shape}; expected ({len(x)},), one label per image of x")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: array y has dtype {y.dtype}; expected integer class labels")
+    if len(y) and y.min() < 0:
+        raise DataError(f"{path}: array y holds negative labels; expected class indices 0..K-1")
+    k = int(y.max()) + 1 if len(y) else 0
+    classes = [str(c) for c in names] if names is not None else [str(c) for c in range(k)]
+    if len(classes) < k:
+        raise DataError(f"{path}: array classes names {len(classes)} classes but y holds labels up to {k - 1}; "
+                        "expected a name for every label")
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)), classes, path, \
+        (255 if x.dtype == np.uint8 else 1)
 
 
 # ---- torchvision sets (official train/test splits) -----------------------------------------------------
@@ -168,8 +248,10 @@ def _ensure_present(source: str, cfg: dict[str, Any], root: Path) -> None:
     if cfg.get("download", False):
         spec.cls(str(root), train=False, download=True)
         return
+    where = (f"data_root {root} (config key 'data_root') does not exist" if not root.is_dir()
+             else f"{spec.title} not found under data_root {root} (config key 'data_root')")
     raise FileNotFoundError(
-        f"{spec.title} not found under data_root: missing {', '.join(str(p) for p in missing)}. "
+        f"{where}: missing {', '.join(str(p) for p in missing)}; expected {spec.title}'s files there. "
         f"Set `download: true` in this dataset's config entry to let torchvision fetch it into {root}, "
         f"or place the files there.")
 
@@ -203,7 +285,8 @@ def _read_cifar_batches(cls: type, root: Path, train: bool) -> tuple[torch.Tenso
         entry = _read_pickle(folder / file_name)
         key = "labels" if "labels" in entry else "fine_labels"
         if "data" not in entry or key not in entry:
-            raise ValueError(f"{folder / file_name}: CIFAR batch lacks 'data' or '{key}' (has {sorted(entry)})")
+            raise DataError(f"{folder / file_name}: CIFAR batch lacks 'data' or '{key}' (has {sorted(entry)}); "
+                            "expected a dict with both")
         data.append(np.asarray(entry["data"]).reshape(-1, 3, 32, 32))  # rows are channel-major RGB planes
         labels.extend(entry[key])
     classes = list(_read_pickle(folder / cls.meta["filename"])[cls.meta["key"]])
@@ -230,7 +313,8 @@ def _read_pickle(path: Path) -> dict[str, Any]:
         with open(path, "rb") as f:
             entry = _ArrayUnpickler(f, encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path}: not a readable CIFAR batch (truncated, corrupt or unsafe): {err}") from err
+        raise DataError(f"{path}: not a readable CIFAR batch (truncated, corrupt or unsafe): {err}; "
+                        "expected a pickled dict of arrays") from err
     if not isinstance(entry, dict):
-        raise ValueError(f"{path}: not a CIFAR batch (expected a dict, got {type(entry).__name__})")
+        raise DataError(f"{path}: not a CIFAR batch (expected a dict, got {type(entry).__name__})")
     return entry

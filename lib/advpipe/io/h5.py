@@ -65,24 +65,41 @@ def write_dump(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], attrs:
 def _open(path: str | os.PathLike) -> h5py.File:
     path = Path(path)
     if not path.exists():
-        raise DumpError(f"{path}: file does not exist")
+        raise DumpError(f"{path}: file does not exist; expected an HDF5 dump (made by the rule that outputs it)")
     try:
         return h5py.File(path, "r")
     except OSError as err:
-        raise DumpError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {err}") from err
+        raise DumpError(f"{path}: not a readable HDF5 file (truncated or corrupt? {err}); expected a complete "
+                        "HDF5 dump (delete it and rerun the rule that makes it)") from err
 
 
 def read_dump(path: str | os.PathLike, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-    """Read the named datasets (all when `keys` is None) of an HDF5 dump into numpy arrays."""
+    """Read the named datasets (all when `keys` is None) of an HDF5 dump into numpy arrays.
+
+    Every dataset read must have one row per sample (the same first dimension), as write_dump wrote it.
+    """
     with _open(path) as f:
         names = list(f.keys()) if keys is None else list(keys)
         missing = [k for k in names if k not in f]
         if missing:
-            raise DumpError(f"{path}: missing dataset(s) {missing}; has {sorted(f.keys())}")
+            raise DumpError(f"{path}: missing dataset(s) {missing}; expected {names} (has {sorted(f.keys())})")
         try:
-            return {k: f[k][()] for k in names}
-        except OSError as err:
-            raise DumpError(f"{path}: cannot read data (truncated or corrupt?): {err}") from err
+            arrays = {k: f[k][()] for k in names}
+        except (OSError, RuntimeError, ValueError, TypeError, AttributeError) as err:
+            raise DumpError(f"{path}: cannot read data (truncated or corrupt? {err}); expected a complete "
+                            "HDF5 dump (delete it and rerun the rule that makes it)") from err
+    lengths = {k: v.shape[0] for k, v in arrays.items() if np.ndim(v) > 0}
+    if len(set(lengths.values())) > 1:
+        raise DumpError(f"{path}: datasets differ in length {lengths}; expected one row per sample in each")
+    return arrays
+
+
+def require_finite(path: str | os.PathLike, key: str, values: np.ndarray) -> np.ndarray:
+    """`values` (dataset `key` of dump `path`), or DumpError when any is NaN or Inf."""
+    bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise DumpError(f"{path}: dataset {key!r} holds {bad} NaN or Inf value(s); expected finite numbers")
+    return values
 
 
 def read_attrs(path: str | os.PathLike) -> dict[str, Any]:

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,17 +34,25 @@ def save_trained(model_dir: str | os.PathLike, model: Classifier, spec: Mapping[
         tmp.write_text(json.dumps(dict(spec), indent=2, sort_keys=True) + "\n")
 
 
+SPEC_KEYS = ("arch", "in_channels", "num_classes", "image_size", "classes")
+
+
 def read_spec(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """model.json of a trained-model folder, checked to hold what build_from_spec needs."""
     path = Path(model_dir) / "model.json"
-    if not path.exists():
-        raise CheckpointError(f"{path}: file does not exist (is {model_dir} a trained-model folder?)")
+    expected = f"expected the JSON object save_trained writes, with keys {list(SPEC_KEYS)}"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file does not exist; expected a trained-model folder with model.json "
+                              "and model.pt (is the model trained?)")
     try:
         spec = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON: {err}") from err
-    for key in ("arch", "in_channels", "num_classes", "image_size", "classes"):
-        if key not in spec:
-            raise CheckpointError(f"{path}: missing key {key!r}")
+        raise CheckpointError(f"{path}: not valid JSON ({err}); {expected}") from err
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"{path}: holds a JSON {type(spec).__name__}; {expected}")
+    missing = [key for key in SPEC_KEYS if key not in spec]
+    if missing:
+        raise CheckpointError(f"{path}: missing key(s) {missing}; {expected}")
     return spec
 
 
@@ -54,24 +63,56 @@ def build_from_spec(spec: Mapping[str, Any]) -> Classifier:
                        **spec.get("arch_args", {}))
 
 
+def check_fits_data(model_dir: str | os.PathLike, input_shape: tuple[int, ...], classes: list[str],
+                    dataset: str) -> None:
+    """CheckpointError unless the model was trained on inputs of `input_shape` (C, H, W) and on `classes`,
+    those of `dataset` (named in the message); the network would otherwise fail deep inside or mislabel."""
+    spec = read_spec(model_dir)
+    path = Path(model_dir) / "model.pt"
+    trained = (spec["in_channels"], spec["image_size"], spec["image_size"])
+    if tuple(input_shape) != trained:
+        raise CheckpointError(f"{path}: trained on inputs of shape {trained} (model.json) but dataset {dataset!r} "
+                              f"has inputs of shape {tuple(input_shape)}; expected a model trained on that "
+                              "dataset (retrain it, or give it the dataset it was trained on)")
+    if list(spec["classes"]) != list(classes):
+        raise CheckpointError(f"{path}: trained on {spec['num_classes']} classes {list(spec['classes'])[:10]} "
+                              f"(model.json) but dataset {dataset!r} has {len(classes)} classes "
+                              f"{list(classes)[:10]}; expected a model trained on that dataset's classes")
+
+
 def load_trained(model_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Classifier:
     """Rebuild the model described by model_dir/model.json and load model.pt, in eval mode.
 
     The state_dict is read with weights_only=True: a checkpoint never executes pickled code.
     """
     spec = read_spec(model_dir)
-    model = build_from_spec(spec)
+    try:
+        model = build_from_spec(spec)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{Path(model_dir) / 'model.json'}: cannot build the network it describes ({err}); "
+                              "expected an architecture of the registry with valid arguments") from err
     path = Path(model_dir) / "model.pt"
-    if not path.exists():
-        raise CheckpointError(f"{path}: file does not exist")
+    expected = f"expected a state_dict of plain tensors for {spec['arch']!r}, as save_trained writes"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file does not exist; {expected}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path}: refused to load (not plain tensors; would run pickled code?): {err}") from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint: {err}") from err
+        # torch's message suggests weights_only=False, i.e. running the code; keep only what it refused.
+        refused = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: was not an allowed global|\.?\n|$)", str(err))
+        raise CheckpointError(f"{path}: refused to load ({refused.group(1) if refused else str(err).splitlines()[0]}): "
+                              f"it holds more than plain tensors and loading it would run pickled code; "
+                              f"{expected}") from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({err}); {expected}") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}; {expected}")
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as err:
-        raise CheckpointError(f"{path}: does not match architecture {spec['arch']!r}: {err}") from err
+        raise CheckpointError(f"{path}: does not match architecture {spec['arch']!r}: {err}; {expected}") from err
+    for name, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"{path}: tensor {name!r} holds NaN or Inf; expected finite weights "
+                                  "(did training diverge? see train_log.csv)")
     return model.to(device).eval()

@@ -9,11 +9,13 @@ import torch
 
 from advpipe.attacks import ATTACKS, build_attack
 from advpipe.attacks.norms import perturbation_norms
+from advpipe.config import ConfigError, entry
 from advpipe.data import load_split
 from advpipe.io.h5 import DumpError, provenance, read_dump, write_dump
 from advpipe.io.images import save_class_samples
 from advpipe.io.tables import write_csv
 from advpipe.models import load_trained
+from advpipe.models.checkpoint import check_fits_data
 from advpipe.pipeline.represent import eval_tables, forward_all
 from advpipe.runtime import derive_seed, seed_everything, select_device
 
@@ -33,27 +35,42 @@ def norms_stats(norms: Mapping[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame({k: v for k, v in norms.items()}).describe().T.rename_axis("norm").reset_index()
 
 
+def configured_attack(attack_name: str, attack_cfg: Mapping[str, Any], seed: int):
+    """The Attack of config entry `attacks.<attack_name>`; a bad parameter is a ConfigError naming its key."""
+    params = {k: v for k, v in attack_cfg.items() if k not in _NOT_ATTACK_PARAMS}
+    cls = ATTACKS.get(params.get("method"))
+    if cls is not None and "seed" in cls.__dataclass_fields__:  # attacks that draw random numbers
+        params["seed"] = seed
+    try:
+        return build_attack(params)
+    except ValueError as err:  # the attack's own check, "<parameter>: <what is wrong>"
+        field, sep, what = str(err).partition(": ")
+        if sep and field in attack_cfg:
+            raise ConfigError(f"config key 'attacks.{attack_name}.{field}': {what}") from err
+        raise ConfigError(f"config key 'attacks.{attack_name}': {err}") from err
+
+
 def run(config: Mapping[str, Any], model_name: str, attack_name: str, model_dir: str, clean_h5: str,
         out_h5: str, out_norms_stats: str, out_eval: str, out_confusion: str, images_dir: str,
         log=print) -> None:
     seed = derive_seed(config["seed"], "attack", model_name, attack_name)
+    model_cfg, attack_cfg = entry(config, "models", model_name), entry(config, "attacks", attack_name)
+    attack = configured_attack(attack_name, attack_cfg, seed)  # a bad parameter fails before any work
     seed_everything(seed)
     device = select_device(config["device"])
-    model_cfg, attack_cfg = config["models"][model_name], config["attacks"][attack_name]
-    split = load_split(config["datasets"][model_cfg["dataset"]], "test", config["data_root"], config["seed"])
+    dataset_cfg = entry(config, "datasets", model_cfg["dataset"])
+    split = load_split(dataset_cfg, "test", config["data_root"], config["seed"])
+    check_fits_data(model_dir, tuple(split.x.shape[1:]), split.classes, model_cfg["dataset"])
     clean = read_dump(clean_h5, ["index", "label", "pred", "correct"])
     if not np.array_equal(clean["index"], split.index):
-        raise DumpError(f"{clean_h5}: its index does not match the test split of {model_cfg['dataset']} "
-                        "(stale dump? delete it and rerun)")
+        raise DumpError(f"{clean_h5}: dataset 'index' ({len(clean['index'])} rows) does not match the test split "
+                        f"of {model_cfg['dataset']!r} ({len(split.index)} images); expected the representation "
+                        "dump of that split (stale dump? delete it and rerun)")
     keep = np.flatnonzero(clean["correct"])
     x = split.x[keep]
     # Untargeted on the model's own prediction (equal to the label: only correct images are attacked).
     y = torch.from_numpy(clean["pred"][keep])
     model = load_trained(model_dir, device)
-    params = {k: v for k, v in attack_cfg.items() if k not in _NOT_ATTACK_PARAMS}
-    if "seed" in ATTACKS[params["method"]].__dataclass_fields__:  # attacks that draw random numbers
-        params["seed"] = seed
-    attack = build_attack(params)
     log(f"{attack_name} on {model_name}: {len(keep)} correctly classified test images")
     # Success comes from the one forward pass below, which also yields the representations.
     result = attack.run(model, x.to(device), y.to(device), batch_size=attack_cfg["batch_size"],

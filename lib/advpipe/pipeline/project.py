@@ -5,7 +5,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from advpipe.io.h5 import DumpError, provenance, read_dump, write_dump
+from advpipe.config import ConfigError, entry
+from advpipe.io.h5 import DumpError, provenance, read_dump, require_finite, write_dump
 from advpipe.projections import estimator_options, project_many
 
 
@@ -14,7 +15,8 @@ def correct_clean(clean_h5: str, keys=("features",)) -> dict:
     clean = read_dump(clean_h5, ["index", "correct", "label", *keys])
     keep = np.flatnonzero(clean["correct"])
     if len(keep) == 0:
-        raise DumpError(f"{clean_h5}: the model classifies no test image correctly; nothing was attacked")
+        raise DumpError(f"{clean_h5}: the model classifies no test image correctly, so nothing was attacked; "
+                        "expected at least one correct prediction (is the model trained?)")
     return {k: v[keep] for k, v in clean.items()}
 
 
@@ -22,8 +24,11 @@ def aligned_adversarial(attack_h5: str, clean: dict, clean_h5: str, keys=("featu
     """The rows of an attack dump, checked to be aligned on `index` with `clean` (read from clean_h5)."""
     adv = read_dump(attack_h5, ["index", "pred", "label", *keys])
     if not np.array_equal(clean["index"], adv["index"]):
-        raise DumpError(f"{attack_h5}: its index does not match the correctly classified rows of {clean_h5} "
-                        "(made from another model or split? delete it and rerun)")
+        foreign = np.setdiff1d(adv["index"], clean["index"])
+        raise DumpError(f"{attack_h5}: dataset 'index' ({len(adv['index'])} rows, {len(foreign)} of them not among "
+                        f"the correctly classified rows of {clean_h5}) does not match that dump; expected the "
+                        f"{len(clean['index'])} correctly classified test images, in order (made from another model "
+                        "or split? delete it and rerun)")
     return adv
 
 
@@ -38,15 +43,22 @@ def run(config: Mapping[str, Any], model_name: str, attack_names: Sequence[str],
     """One trial of `projection` for each attack: a joint projection gets one attack per job, an
     out-of-sample one fits once on clean and serves every attack of the study."""
     study = config["vrapi"]
+    if not 0 <= trial < study["trials"]:
+        raise ConfigError(f"{out_h5s[0]}: trial {trial} does not exist (config key 'vrapi.trials' is "
+                          f"{study['trials']}); expected a trial in 0..{study['trials'] - 1}")
+    model_cfg = entry(config, "models", model_name)
+    attack_cfgs = [entry(config, "attacks", name) for name in attack_names]
     # SPEC 1: trial t uses seed + t. Every projection takes it explicitly (no global RNG state), so this
     # job needs no torch unless the projection is parametric.
     seed = config["seed"] + trial
     clean = correct_clean(clean_h5)  # read once, whatever the number of attacks
-    advs = [aligned_adversarial(path, clean, clean_h5)["features"] for path in attack_h5s]
+    require_finite(clean_h5, "features", clean["features"])
+    advs = [require_finite(path, "features", aligned_adversarial(path, clean, clean_h5)["features"])
+            for path in attack_h5s]
     z = project_many(projection, clean["features"], advs, seed, study["projection_options"])
     options = estimator_options(projection, study["projection_options"])  # recorded in provenance
-    for attack_name, out_h5, (z_clean, z_adv) in zip(attack_names, out_h5s, z):
+    for attack_name, attack_cfg, out_h5, (z_clean, z_adv) in zip(attack_names, attack_cfgs, out_h5s, z):
         section = {"projection": projection, "trial": trial, "options": options,
-                   "model": config["models"][model_name], "attack": config["attacks"][attack_name]}
+                   "model": model_cfg, "attack": attack_cfg}
         write_dump(out_h5, {"index": clean["index"], "clean": z_clean, "adv": z_adv}, provenance(section, seed))
         log(f"{projection} trial {trial}, {attack_name}: {len(z_clean)} clean + {len(z_adv)} adversarial points")

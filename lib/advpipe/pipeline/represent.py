@@ -8,12 +8,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from advpipe.config import entry
 from advpipe.data import load_split
 from advpipe.io.h5 import provenance, write_dump
 from advpipe.io.images import save_class_samples
 from advpipe.io.tables import write_csv
 from advpipe.models import load_trained
 from advpipe.models.base import Classifier
+from advpipe.models.checkpoint import check_fits_data
 from advpipe.runtime import seed_everything, select_device
 
 
@@ -46,8 +48,10 @@ def run(config: Mapping[str, Any], model_name: str, split_name: str, model_dir: 
         out_eval: str, out_confusion: str, images_dir: str, log=print) -> None:
     seed_everything(config["seed"])
     device = select_device(config["device"])
-    model_cfg = config["models"][model_name]
-    split = load_split(config["datasets"][model_cfg["dataset"]], split_name, config["data_root"], config["seed"])
+    model_cfg = entry(config, "models", model_name)
+    dataset_cfg = entry(config, "datasets", model_cfg["dataset"])
+    split = load_split(dataset_cfg, split_name, config["data_root"], config["seed"])
+    check_fits_data(model_dir, tuple(split.x.shape[1:]), split.classes, model_cfg["dataset"])
     model = load_trained(model_dir, device)
     out = forward_all(model, split.x, config["represent"]["batch_size"], desc=f"represent {split_name}")
     label = split.y.numpy().astype(np.int64)

@@ -32,7 +32,8 @@ def score_table(entries: Iterable[Mapping[str, str]]) -> pd.DataFrame:
         adv = advs[key]
         z = read_dump(e["path"], ["index", "clean", "adv"])
         if not np.array_equal(z["index"], clean["index"]):
-            raise DumpError(f"{e['path']}: its index does not match {e['attack_path']} (stale projection?)")
+            raise DumpError(f"{e['path']}: dataset 'index' does not match {e['attack_path']}; expected the rows of "
+                            "that attack dump (stale projection? delete it and rerun)")
         value = pop_score(z["clean"], clean["label"], z["adv"], adv["pred"])
         rows.append({"model": e["model"], "attack": e["attack"], "projection": e["projection"],
                      "trial": int(e["trial"]), "metric": "pop", "value": value})

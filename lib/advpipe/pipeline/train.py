@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from advpipe.config import entry
 from advpipe.data import dataset_info, load_split
 from advpipe.io.tables import write_csv
 from advpipe.models import save_trained
@@ -30,8 +31,8 @@ def model_spec(model_cfg: Mapping[str, Any], dataset_cfg: Mapping[str, Any], dat
 
 def run(config: Mapping[str, Any], model_name: str, out_dir: str | os.PathLike, log=print) -> dict:
     """Train config model `model_name` into out_dir; return model.json's content."""
-    model_cfg = config["models"][model_name]
-    dataset_cfg = config["datasets"][model_cfg["dataset"]]
+    model_cfg = entry(config, "models", model_name)
+    dataset_cfg = entry(config, "datasets", model_cfg["dataset"])
     seed = derive_seed(config["seed"], "train", model_name)
     seed_everything(seed)
     device = select_device(config["device"])

@@ -1,0 +1,673 @@
+"""Bad input: each case fails with one clear error, and nothing else is lost.
+
+Every test asserts the error type, that the message names the file or config key path, and that it says what
+was expected; stage tests also check that the failing stage wrote nothing. Cases run through the stage
+functions (`advpipe.pipeline.*.run`, what the workflow's scripts call) on files made by those stages and then
+corrupted; a few run real snakemake (marked slow) on a copy of the session's tiny run (conftest's `tiny_run`) to
+show the error reaches the failing job's log, that the other jobs' outputs stay byte-identical, and that a
+read-only results folder fails before any job.
+
+Bad config values caught by the schema (23 cases: negative eps, a plot trial beyond `trials`, unknown keys,
+names, architectures...) are in tests/test_config.py, and eps < 0 failing the workflow before any job is in
+tests/test_workflow.py; the cases here are the ones the schema cannot see.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import pickle
+import pwd
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from advpipe.config import ConfigError, check_results_folder, load, validate
+from advpipe.data import DataError, load_split
+from advpipe.io.h5 import DumpError
+from advpipe.models.checkpoint import CheckpointError
+from advpipe.pipeline import attack, plot, project, represent, score, train
+from wf import TINY, h5_contents, snakemake, snakemake_cmd
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def quiet(*_):
+    pass
+
+
+def expect(error: type[Exception], call, *named: object) -> str:
+    """Run `call`, which must raise `error` whose message contains every one of `named` (str() of each)."""
+    with pytest.raises(error) as info:
+        call()
+    message = str(info.value)
+    for part in named:
+        assert str(part) in message, f"{part!r} not in {message!r}"
+    return message
+
+
+# ---- files made by the real stages, copied per test before they are damaged ------------------------------
+
+def make_config(data_root: Path, **datasets) -> dict:
+    return validate({
+        "seed": 0, "device": "cpu", "data_root": str(data_root),
+        "datasets": {"digits": {"source": "digits", "test_fraction": 0.1}, **datasets},
+        "models": {"cnn": {"dataset": "digits", "arch": "small_cnn", "arch_args": {"channels": [4, 8], "hidden": 16},
+                           "train": {"epochs": 3, "batch_size": 64, "lr": 3e-3,
+                                     "augment": {"crop_padding": 0, "hflip": False}}}},
+        "attacks": {"fgsm": {"method": "fgsm", "eps": "8/255"}},
+        "represent": {"num_saved_images": 1},
+        "vrapi": {"models": ["cnn"], "attacks": ["fgsm"], "projections": ["pca"], "trials": 2},
+    })
+
+
+@dataclass
+class Files:
+    """A trained model, its representation dump, an attack dump and a projection under `root`, and the stages
+    that read them, writing into root/out (which must stay empty when a stage fails)."""
+
+    root: Path
+    config: dict
+
+    model_dir = property(lambda self: self.root / "models/cnn")
+    model_pt = property(lambda self: self.root / "models/cnn/model.pt")
+    model_json = property(lambda self: self.root / "models/cnn/model.json")
+    clean = property(lambda self: self.root / "representations/cnn/test.h5")
+    adv = property(lambda self: self.root / "attacks/cnn/fgsm.h5")
+    projection = property(lambda self: self.root / "projections/cnn/fgsm/pca/0.h5")
+    out = property(lambda self: self.root / "out")
+
+    def copy(self, dest: Path) -> Files:
+        shutil.copytree(self.root, dest / "files")
+        return Files(dest / "files", {**copy.deepcopy(self.config), "data_root": str(dest / "files" / "data")})
+
+    def represent(self, split="test", config=None):
+        o = self.out / "represent"
+        represent.run(config or self.config, "cnn", split, self.model_dir, o / f"{split}.h5", o / "eval.csv",
+                      o / "confusion.csv", o / "images", log=quiet)
+        return o / f"{split}.h5"
+
+    def attack(self, config=None, clean=None):
+        o = self.out / "attack"
+        attack.run(config or self.config, "cnn", "fgsm", self.model_dir, clean or self.clean, o / "fgsm.h5",
+                   o / "norms.csv", o / "eval.csv", o / "confusion.csv", o / "images", log=quiet)
+
+    def project(self, trial=0, config=None):
+        project.run(config or self.config, "cnn", ["fgsm"], "pca", trial, self.clean, [self.adv],
+                    [self.out / f"projection/{trial}.h5"], log=quiet)
+
+    def score(self):
+        entry = {"model": "cnn", "attack": "fgsm", "projection": "pca", "trial": 0, "path": self.projection,
+                 "clean": self.clean, "attack_path": self.adv}
+        score.run([entry], self.out / "scores.csv", self.out / "stats.csv", log=quiet)
+
+    def plot(self):
+        plot.run(self.config, self.model_dir, self.clean, self.adv, self.projection, self.out / "figures", log=quiet)
+
+    def wrote_nothing(self) -> bool:
+        return not self.out.exists() or not any(p.is_file() for p in self.out.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, one_thread) -> Files:
+    root = tmp_path_factory.mktemp("made")
+    files = Files(root, make_config(root / "data"))
+    train.run(files.config, "cnn", files.model_dir, log=quiet)
+    o = root / "representations/cnn"
+    represent.run(files.config, "cnn", "test", files.model_dir, files.clean, o / "test_eval.csv",
+                  o / "test_confusion.csv", o / "images_test", log=quiet)
+    o = root / "attacks/cnn"
+    attack.run(files.config, "cnn", "fgsm", files.model_dir, files.clean, files.adv, o / "fgsm_norms_stats.csv",
+               o / "fgsm_eval.csv", o / "fgsm_confusion.csv", o / "fgsm_images", log=quiet)
+    project.run(files.config, "cnn", ["fgsm"], "pca", 0, files.clean, [files.adv], [files.projection], log=quiet)
+    return files
+
+
+@pytest.fixture
+def files(made, tmp_path) -> Files:
+    return made.copy(tmp_path)
+
+
+def test_the_undamaged_files_pass_every_stage(files):
+    """The control: what the cases below damage is accepted as made."""
+    files.represent()
+    files.attack()
+    files.project()
+    files.score()
+    files.plot()
+    assert (files.out / "attack/fgsm.h5").exists() and (files.out / "scores.csv").exists()
+    assert (files.out / "figures/non_adversarial.pdf").exists()
+
+
+# ---- damage ----------------------------------------------------------------------------------------------
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def rewrite_dump(path: Path, drop=(), **replace) -> None:
+    """Rewrite an HDF5 dump without the datasets in `drop` and with `replace`d ones (no alignment check)."""
+    with h5py.File(path) as f:
+        arrays = {k: f[k][()] for k in f if k not in drop}
+        attrs = dict(f.attrs)
+    arrays.update(replace)
+    with h5py.File(path, "w") as f:
+        for k, v in arrays.items():
+            f[k] = v
+        f.attrs.update(attrs)
+
+
+class RunsCode:
+    """Unpickling this runs Python code that writes `marker`: the proof that a loader ran pickled code."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pickled code ran')",))
+
+
+# ---- HDF5 dumps: each consuming stage names the damaged file ------------------------------------------------
+
+HDF5_EXPECTED = "expected a complete HDF5 dump"
+
+
+def test_truncated_representation_dump_read_by_attack(files):
+    truncate(files.clean)
+    expect(DumpError, files.attack, files.clean, "not a readable HDF5 file", HDF5_EXPECTED)
+    assert files.wrote_nothing()
+
+
+def test_corrupt_attack_dump_read_by_project(files):
+    size = files.adv.stat().st_size
+    files.adv.write_bytes(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes())
+    expect(DumpError, files.project, files.adv, "not a readable HDF5 file", HDF5_EXPECTED)
+    assert files.wrote_nothing()
+
+
+def test_truncated_projection_read_by_score(files):
+    truncate(files.projection, 0.8)
+    expect(DumpError, files.score, files.projection, HDF5_EXPECTED)
+    assert files.wrote_nothing()
+
+
+def test_projection_with_overwritten_header_read_by_plot(files):
+    data = bytearray(files.projection.read_bytes())
+    data[:512] = bytes(512)
+    files.projection.write_bytes(bytes(data))
+    expect(DumpError, files.plot, files.projection, HDF5_EXPECTED)
+    assert files.wrote_nothing()
+
+
+def test_empty_attack_dump_read_by_score(files):
+    files.adv.write_bytes(b"")
+    expect(DumpError, files.score, files.adv, HDF5_EXPECTED)
+    assert files.wrote_nothing()
+
+
+def test_text_file_as_representation_dump_read_by_project(files):
+    files.clean.write_text("index,label\n0,1\n")
+    expect(DumpError, files.project, files.clean, HDF5_EXPECTED)
+    assert files.wrote_nothing()
+
+
+def test_missing_projection_read_by_score(files):
+    files.projection.unlink()
+    expect(DumpError, files.score, files.projection, "file does not exist", "expected an HDF5 dump")
+
+
+def test_representation_dump_without_features_read_by_project(files):
+    rewrite_dump(files.clean, drop=["features"])
+    expect(DumpError, files.project, files.clean, "missing dataset(s) ['features']", "expected ['index', 'correct'")
+    assert files.wrote_nothing()
+
+
+def test_representation_dump_with_misaligned_datasets_read_by_attack(files):
+    with h5py.File(files.clean) as f:
+        label = f["label"][()]
+    rewrite_dump(files.clean, label=label[:-3])
+    n = len(label)
+    expect(DumpError, files.attack, files.clean, f"'label': {n - 3}", "expected one row per sample")
+    assert files.wrote_nothing()
+
+
+def test_attack_dump_indexing_samples_not_in_the_representation_dump(files):
+    with h5py.File(files.adv) as f:
+        index = f["index"][()]
+    rewrite_dump(files.adv, index=index + 100_000)  # ids that the representation dump does not have
+    message = expect(DumpError, files.project, files.adv, files.clean, "dataset 'index'", "expected the")
+    assert f"{len(index)} of them not among" in message
+    assert files.wrote_nothing()
+
+
+def test_representation_dump_of_another_split_read_by_attack(files):
+    other = files.represent("train")  # a valid dump, but of the training split
+    expect(DumpError, lambda: files.attack(clean=other), other, "does not match the test split of 'digits'",
+           "expected the representation dump of that split")
+    assert not (files.out / "attack").exists()
+
+
+def test_nan_features_in_representation_dump_read_by_project(files):
+    with h5py.File(files.clean) as f:
+        features, correct = f["features"][()], f["correct"][()]
+    features[np.flatnonzero(correct)[[0, 5]], 1] = [np.nan, np.inf]  # in rows the projection reads
+    rewrite_dump(files.clean, features=features)
+    expect(DumpError, files.project, files.clean, "'features' holds 2 NaN or Inf", "expected finite numbers")
+    assert files.wrote_nothing()
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------------------
+
+CHECKPOINT_EXPECTED = "expected a state_dict of plain tensors"
+
+
+def test_truncated_checkpoint_read_by_represent(files):
+    truncate(files.model_pt)
+    expect(CheckpointError, files.represent, files.model_pt, "truncated or corrupt", CHECKPOINT_EXPECTED)
+    assert files.wrote_nothing()
+
+
+@pytest.mark.parametrize("fmt", ["torch zip", "plain pickle"])
+def test_checkpoint_whose_pickle_would_run_code_never_runs_it(files, tmp_path, fmt):
+    marker = tmp_path / "pickled_code_ran"
+    if fmt == "torch zip":
+        torch.save({"body.0.weight": RunsCode(marker)}, files.model_pt)
+    else:
+        files.model_pt.write_bytes(pickle.dumps({"body.0.weight": RunsCode(marker)}, protocol=2))
+    pickle.loads(pickle.dumps(RunsCode(tmp_path / "control")))  # the payload does run when unpickled plainly
+    assert (tmp_path / "control").exists()
+    expect(CheckpointError, files.attack, files.model_pt, "refused to load", CHECKPOINT_EXPECTED)
+    assert not marker.exists()
+    assert files.wrote_nothing()
+
+
+def test_checkpoint_without_its_spec(files):
+    files.model_json.unlink()
+    expect(CheckpointError, files.attack, files.model_json, "file does not exist",
+           "expected a trained-model folder with model.json and model.pt")
+    assert files.wrote_nothing()
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"arch": "small_cnn", "in_channels": 1,', "not valid JSON"),
+    ('["small_cnn", 1, 10]', "holds a JSON list"),
+    ('{"arch": "small_cnn", "in_channels": 1, "image_size": 8}', "missing key(s) ['num_classes', 'classes']"),
+], ids=["invalid JSON", "not an object", "missing keys"])
+def test_checkpoint_spec_unusable(files, text, problem):
+    files.model_json.write_text(text)
+    expect(CheckpointError, files.represent, files.model_json, problem,
+           "expected the JSON object save_trained writes, with keys ['arch', 'in_channels'")
+    assert files.wrote_nothing()
+
+
+def test_checkpoint_spec_naming_an_unknown_architecture(files):
+    spec = json.loads(files.model_json.read_text())
+    files.model_json.write_text(json.dumps({**spec, "arch": "vgg99"}))
+    expect(CheckpointError, files.represent, files.model_json, "unknown architecture 'vgg99'",
+           "expected an architecture of the registry")
+    assert files.wrote_nothing()
+
+
+def test_checkpoint_with_nan_weights(files):
+    state = torch.load(files.model_pt, weights_only=True)
+    state["head.weight"][0, 0] = float("nan")
+    torch.save(state, files.model_pt)
+    expect(CheckpointError, files.represent, files.model_pt, "'head.weight' holds NaN or Inf",
+           "expected finite weights")
+    assert files.wrote_nothing()
+
+
+# ---- user data (npz), data_root, image folders -------------------------------------------------------------
+
+def write_npz(path: Path, n_per_class=6, n_classes=10, shape=(1, 8, 8), **arrays) -> Path:
+    """A small valid npz dataset (uint8 images, balanced labels) with `arrays` replacing or added (None: left out)."""
+    rng = np.random.default_rng(0)
+    n = n_per_class * n_classes
+    data = {"x": rng.integers(0, 256, (n, *shape), dtype=np.uint8), "y": np.arange(n) % n_classes, **arrays}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{k: v for k, v in data.items() if v is not None})
+    return path
+
+
+def npz_config(files: Files, **entry) -> dict:
+    """files.config with the model trained on dataset `own`, an npz file `own.npz` inside data_root."""
+    cfg = copy.deepcopy(files.config)
+    cfg["datasets"]["own"] = make_config(Path("unused"), own={"source": "npz", "path": "own.npz", **entry})[
+        "datasets"]["own"]  # with the schema's defaults
+    cfg["models"]["cnn"]["dataset"] = "own"
+    return cfg
+
+
+def own_npz(files: Files) -> Path:
+    return Path(files.config["data_root"]) / "own.npz"
+
+
+def test_a_valid_npz_dataset_is_read(files):
+    """The control for the npz cases: float images in [0, 1], classes named by the file."""
+    x = np.random.default_rng(1).random((20, 8, 8)).astype(np.float32)
+    write_npz(own_npz(files), x=x, y=np.arange(20) % 2, classes=np.array(["cat", "dog"]))
+    cfg = npz_config(files, test_fraction=0.5)
+    spec = train.model_spec(cfg["models"]["cnn"], cfg["datasets"]["own"], cfg["data_root"], 0)
+    assert (spec["in_channels"], spec["image_size"], spec["classes"]) == (1, 8, ["cat", "dog"])
+    test = load_split(cfg["datasets"]["own"], "test", cfg["data_root"], 0)
+    assert torch.equal(test.x[:, 0], torch.from_numpy(x[test.index]))
+
+
+def nan_images(shape=(60, 1, 8, 8)):
+    x = np.full(shape, 0.5, dtype=np.float32)
+    x[3, 0, 2, 2] = np.nan
+    return x
+
+
+def inf_images(shape=(60, 1, 8, 8)):
+    x = np.full(shape, 0.5, dtype=np.float64)
+    x[7, 0, 0, 1] = -np.inf
+    return x
+
+
+NPZ_CASES = [
+    # (what, arrays replaced in the file, phrases in the message)
+    ("NaN in x", {"x": nan_images()}, ["array x holds 1 NaN or Inf", "expected finite pixel values in [0, 1]"]),
+    ("Inf in x", {"x": inf_images()}, ["array x holds 1 NaN or Inf", "expected finite pixel values in [0, 1]"]),
+    ("x outside [0, 1]", {"x": np.full((60, 1, 8, 8), 1.5, np.float32)},
+     ["values in [1.5, 1.5]", "expected pixel values in [0, 1]"]),
+    ("y of shape (N, 2)", {"y": np.zeros((60, 2), np.int64)}, ["array y has shape (60, 2)", "expected (60,)"]),
+    ("y one label short", {"y": np.arange(59) % 10}, ["array y has shape (59,)", "expected (60,)"]),
+    ("y not integers", {"y": np.arange(60) % 10 + 0.5}, ["array y has dtype float64", "expected integer class labels"]),
+    ("no y", {"y": None}, ["holds arrays ['x']", "expected an .npz file (numpy.savez) with arrays x"]),
+    ("flattened x", {"x": np.zeros((60, 64), np.uint8)}, ["array x has shape (60, 64)", "expected (N, C, H, W)"]),
+    ("int32 x", {"x": np.zeros((60, 1, 8, 8), np.int32)}, ["dtype int32", "expected uint8 (0..255) or float"]),
+    ("a class of one image", {"y": np.r_[np.arange(59) % 9, 9]}, ["no stratified train/test split",
+                                                                   "expected at least 2 images per class"]),
+]
+
+
+@pytest.mark.parametrize("what, arrays, phrases", NPZ_CASES, ids=[c[0] for c in NPZ_CASES])
+def test_bad_npz_dataset_refused_by_train(files, what, arrays, phrases):
+    path = write_npz(own_npz(files), **arrays)
+    out = files.out / "model"
+    expect(DataError, lambda: train.run(npz_config(files), "cnn", out, log=quiet), path, *phrases)
+    assert files.wrote_nothing()
+
+
+def test_nan_in_npz_refused_by_represent_and_attack_too(files):
+    """A file that went bad after training: the later stages refuse it alike (every split is checked)."""
+    path = write_npz(own_npz(files), x=nan_images())
+    cfg = npz_config(files)
+    for stage in (files.represent, files.attack):
+        expect(DataError, lambda: stage(config=cfg), path, "expected finite pixel values in [0, 1]")
+    assert files.wrote_nothing()
+
+
+def test_truncated_npz(files):
+    path = write_npz(own_npz(files))
+    truncate(path)
+    expect(DataError, lambda: train.run(npz_config(files), "cnn", files.out / "m", log=quiet), path,
+           "not a readable .npz file", "expected an .npz file (numpy.savez) with arrays x")
+    assert files.wrote_nothing()
+
+
+def test_npz_whose_pickle_would_run_code_never_runs_it(files, tmp_path):
+    marker = tmp_path / "pickled_code_ran"
+    path = own_npz(files)
+    path.parent.mkdir(parents=True)
+    np.savez(path, x=np.array([RunsCode(marker)], dtype=object), y=np.zeros(1, np.int64))
+    expect(DataError, lambda: train.run(npz_config(files), "cnn", files.out / "m", log=quiet), path,
+           "allow_pickle=False", "expected an .npz file")
+    assert not marker.exists()
+
+
+def test_missing_npz_names_the_path_under_data_root(files):
+    path = own_npz(files)
+    expect(FileNotFoundError, lambda: train.run(npz_config(files), "cnn", files.out / "m", log=quiet), path,
+           f"under data_root {files.config['data_root']}", "expected the .npz file with arrays x and y")
+
+
+def test_missing_data_root(files, tmp_path):
+    cfg = copy.deepcopy(files.config)
+    cfg["data_root"] = str(tmp_path / "no_such_data_root")
+    cfg["datasets"]["digits"] = {"source": "mnist", "download": False}
+    expect(FileNotFoundError, lambda: train.run(cfg, "cnn", files.out / "m", log=quiet),
+           f"data_root {cfg['data_root']} (config key 'data_root') does not exist", "expected MNIST's files there",
+           "download: true")
+    assert files.wrote_nothing()
+
+
+def test_model_trained_on_another_input_shape(files):
+    """The model was trained on 1x8x8 digits; its config now points it at a 3x8x8 dataset."""
+    write_npz(own_npz(files), shape=(3, 8, 8))
+    cfg = npz_config(files)
+    for stage in (files.represent, files.attack):
+        expect(CheckpointError, lambda: stage(config=cfg), files.model_pt, "trained on inputs of shape (1, 8, 8)",
+               "dataset 'own' has inputs of shape (3, 8, 8)", "expected a model trained on that dataset")
+    assert files.wrote_nothing()
+
+
+def test_attack_on_a_model_with_other_classes_than_its_dataset(files):
+    write_npz(own_npz(files), n_classes=2, n_per_class=10)  # 1x8x8 like digits, but 2 classes, not 10
+    expect(CheckpointError, lambda: files.attack(config=npz_config(files)), files.model_pt,
+           "trained on 10 classes", "dataset 'own' has 2 classes", "expected a model trained on that dataset's classes")
+    assert files.wrote_nothing()
+
+
+def _image_folder(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_image_folder_with_an_unreadable_image(files, tmp_path):
+    folder = _image_folder(tmp_path / "imgs")
+    bad = folder / "dog" / "2.png"
+    truncate(bad, 0.3)
+    cfg = {"source": "imagefolder", "path": str(folder), "image_size": 8, "test_fraction": 0.5}
+    expect(DataError, lambda: load_split(cfg, "train", tmp_path, 0), bad, "not a readable image",
+           "expected an image file PIL can decode")
+
+
+def test_image_folder_without_class_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    expect(DataError, lambda: load_split({"source": "imagefolder", "path": "empty"}, "train", tmp_path, 0),
+           tmp_path / "empty", "expected one sub-folder per class holding image files")
+
+
+# ---- config the schema cannot check, and config files ----------------------------------------------------------
+
+def test_config_file_that_is_not_yaml(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("datasets:\n  digits: {source: digits\nmodels: [\n")
+    expect(ConfigError, lambda: load(path), path, "not valid YAML", "expected a YAML mapping of config keys")
+
+
+def test_config_file_that_is_a_list(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- datasets\n- models\n")
+    expect(ConfigError, lambda: load(path), path, "the top level is a list", "expected a mapping of config keys")
+
+
+def test_config_file_that_does_not_exist(tmp_path):
+    path = tmp_path / "nope.yaml"
+    expect(ConfigError, lambda: load(path), path, "cannot read the config file", "expected a YAML file")
+
+
+def test_attack_stage_given_a_negative_eps(files):
+    """The Snakefile's schema check refuses eps < 0 (tests/test_config.py); a config built in Python and handed
+    to the stage directly is refused there too, naming the key, before any work."""
+    cfg = copy.deepcopy(files.config)
+    cfg["attacks"]["fgsm"]["eps"] = "-3/255"
+    expect(ConfigError, lambda: files.attack(config=cfg), "config key 'attacks.fgsm.eps'",
+           "must be a finite number >= 0")
+    assert files.wrote_nothing()
+
+
+def test_projection_of_a_trial_that_does_not_exist(files):
+    trials = files.config["vrapi"]["trials"]
+    expect(ConfigError, lambda: files.project(trial=trials), files.out / f"projection/{trials}.h5",
+           f"trial {trials} does not exist", "config key 'vrapi.trials'", f"expected a trial in 0..{trials - 1}")
+    assert files.wrote_nothing()
+
+
+def test_stage_asked_for_a_model_the_config_does_not_define(files):
+    expect(ConfigError, lambda: train.run(files.config, "resnet", files.out / "m", log=quiet),
+           "config key 'models.resnet'", "expected one of ['cnn']")
+    assert files.wrote_nothing()
+
+
+def test_results_path_that_is_a_file(tmp_path):
+    (tmp_path / "results").write_text("not a folder")
+    expect(ConfigError, lambda: check_results_folder(tmp_path / "results" / "sub"),
+           f"config key 'results': {tmp_path}/results/sub cannot be created: {tmp_path}/results is not a folder",
+           "expected a folder for the outputs")
+
+
+# ---- the workflow: real snakemake on a copy of the session's tiny run ---------------------------------------
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_run, tmp_path_factory) -> Path:
+    """A copy of the session's tiny run (times and snakemake's metadata kept), free to be damaged."""
+    workdir = tmp_path_factory.mktemp("bad_input_workflow") / "run"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    return workdir
+
+
+class replaced:
+    """Context manager: give `path` new bytes with its old mtime (damage Snakemake cannot see), restore after."""
+
+    def __init__(self, path: Path, data: bytes):
+        self.path, self.data = path, data
+
+    def __enter__(self):
+        self.before, self.stat = self.path.read_bytes(), self.path.stat()
+        self.path.write_bytes(self.data)
+        os.utime(self.path, ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
+
+    def __exit__(self, *exc):
+        self.path.write_bytes(self.before)
+        os.utime(self.path, ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
+
+
+@pytest.mark.slow
+def test_workflow_corrupt_attack_dump_fails_only_its_consumer(run_dir):
+    results = run_dir / "results"
+    victim = "attacks/cnn/fgsm.h5"
+    consumer, bystander = "projections/cnn/fgsm/pca/0.h5", "projections/cnn/cw/pca/0.h5"
+    before = digests(results)
+    saved = (results / consumer).read_bytes()
+    bystander_before = h5_contents(results / bystander)
+    with replaced(results / victim, (results / victim).read_bytes()[:2000]):
+        out = snakemake(run_dir, "--keep-going", "--force", f"results/{consumer}", f"results/{bystander}",
+                        check=False)
+        after = digests(results)
+    try:
+        assert out.returncode != 0
+        assert "Error in rule project" in out.stdout + out.stderr
+        log = (run_dir / "logs/project/cnn/fgsm/pca/0.log").read_text()
+        assert f"results/{victim}: not a readable HDF5 file" in log and HDF5_EXPECTED in log
+        # The failed job leaves no output; the other job ran and rebuilt the same file (its provenance's
+        # git commit aside: a commit may land while the tests run); nothing else changed, byte for byte.
+        assert consumer not in after
+        rebuilt = h5_contents(results / bystander)
+        assert rebuilt.keys() == bystander_before.keys()
+        assert all(np.array_equal(rebuilt[k], bystander_before[k]) for k in rebuilt if k != "@git_commit")
+        for name in (consumer, victim, bystander):
+            before.pop(name, None), after.pop(name, None)
+        assert after == before
+    finally:
+        (results / consumer).write_bytes(saved)
+
+
+@pytest.mark.slow
+def test_workflow_projection_of_a_trial_that_does_not_exist(run_dir):
+    before = digests(run_dir / "results")
+    trials = yaml.safe_load(TINY.read_text())["vrapi"]["trials"]
+    target = f"results/projections/cnn/fgsm/pca/{trials}.h5"
+    out = snakemake(run_dir, target, check=False)
+    assert out.returncode != 0
+    log = (run_dir / f"logs/project/cnn/fgsm/pca/{trials}.log").read_text()
+    assert f"{target}: trial {trials} does not exist (config key 'vrapi.trials' is {trials})" in log
+    assert f"expected a trial in 0..{trials - 1}" in log
+    assert digests(run_dir / "results") == before
+
+
+@pytest.mark.slow
+def test_workflow_checkpoint_whose_pickle_would_run_code(run_dir, tmp_path):
+    results = run_dir / "results"
+    marker = tmp_path / "pickled_code_ran"
+    payload = tmp_path / "payload.pt"
+    torch.save({"body.0.weight": RunsCode(marker)}, payload)
+    before = digests(results)
+    backup = tmp_path / "backup"
+    shutil.copytree(results / "attacks", backup)
+    with replaced(results / "models/cnn/model.pt", payload.read_bytes()):
+        out = snakemake(run_dir, "--force", "results/attacks/cnn/fgsm.h5", check=False)
+        after = digests(results)
+    try:
+        assert out.returncode != 0
+        log = (run_dir / "logs/attack/cnn/fgsm.log").read_text()
+        assert "results/models/cnn/model.pt: refused to load" in log and CHECKPOINT_EXPECTED in log
+        assert not marker.exists()
+        # The attack job's outputs are gone (Snakemake removes a failed job's outputs); nothing else changed.
+        lost = {k for k in before if k.startswith("attacks/cnn/fgsm")}
+        assert lost and not lost & set(after)
+        unaffected = {k: v for k, v in before.items() if k not in lost and k != "models/cnn/model.pt"}
+        assert {k: v for k, v in after.items() if k != "models/cnn/model.pt"} == unaffected
+    finally:
+        shutil.rmtree(results / "attacks")
+        shutil.copytree(backup, results / "attacks")
+
+
+@pytest.mark.slow
+def test_workflow_read_only_results_folder_fails_before_any_job():
+    """root ignores permission bits, so as root the workflow runs as user nobody (setpriv); the results folder
+    is read-only for that user while the working directory (.snakemake metadata, logs) stays writable."""
+    workdir = Path(tempfile.mkdtemp(prefix="advpipe-readonly-"))  # under /tmp: pytest's own tmp is root-only
+    try:
+        results = workdir / "results"
+        results.mkdir()
+        prefix, env = [], None
+        if os.geteuid() == 0:
+            if shutil.which("setpriv") is None:
+                pytest.skip("running as root without setpriv: cannot make a folder read-only")
+            nobody = pwd.getpwnam("nobody")
+            for p in (workdir, results):
+                os.chown(p, nobody.pw_uid, nobody.pw_gid)
+            prefix = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups", "--"]
+            env = {**os.environ, "HOME": str(workdir), "XDG_CACHE_HOME": str(workdir / ".cache")}
+        workdir.chmod(0o755)
+        results.chmod(0o555)
+
+        def run(*args):
+            return subprocess.run(prefix + snakemake_cmd(workdir, *args), capture_output=True, text=True,
+                                  cwd=workdir, env=env)
+
+        out = run()
+        text = out.stdout + out.stderr
+        assert out.returncode != 0
+        assert "config key 'results': folder results is not writable" in text, text
+        assert "expected a folder this user can write outputs into" in text
+        assert not (workdir / "logs").exists() and list(results.iterdir()) == []  # no job started
+        # The same user with a writable folder passes the check: it is the permission, not the set-up.
+        results.chmod(0o755)
+        out = run("--dry-run")
+        assert out.returncode == 0, out.stdout + out.stderr
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
