@@ -30,11 +30,13 @@ include: "rules/attack.smk"
 include: "rules/project.smk"
 include: "rules/score.smk"
 include: "rules/plot.smk"
+include: "rules/explanations.smk"
 
 
 localrules:
     all,
     vrapi,
+    explanations,
 
 
 rule all:
@@ -46,3 +48,8 @@ rule all:
 rule vrapi:
     input:
         vrapi_targets(),
+
+
+rule explanations:
+    input:
+        explanations_targets(),

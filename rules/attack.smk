@@ -1,7 +1,6 @@
 rule attack:
     input:
-        model=f"{R}/models/{{model}}/model.pt",
-        spec=f"{R}/models/{{model}}/model.json",
+        unpack(model_files),
         clean=f"{R}/representations/{{model}}/test.h5",
     output:
         h5=f"{R}/attacks/{{model}}/{{attack}}.h5",

@@ -1,8 +1,10 @@
 # Wildcard constraints, target lists and input functions derived from the validated config.
+import advpipe.config
 from advpipe.projections import PROJECTIONS, estimator_options
 
 R = config["results"]
 VRAPI = config["vrapi"]
+EXPLANATIONS = config["explanations"]
 
 
 wildcard_constraints:
@@ -14,7 +16,14 @@ wildcard_constraints:
 
 
 def model_dir(model):
-    return f"{R}/models/{model}"
+    """A trained model's folder: the workflow's own, or the one a config model names as `checkpoint`
+    (an imported published network, say)."""
+    return advpipe.config.entry(config, "models", model).get("checkpoint") or f"{R}/models/{model}"
+
+
+def model_files(wildcards):
+    folder = model_dir(wildcards.model)
+    return dict(model=f"{folder}/model.pt", spec=f"{folder}/model.json")
 
 
 def clean_h5(model):
@@ -60,16 +69,33 @@ def vrapi_targets():
     )
 
 
+def explanations_targets():
+    if not EXPLANATIONS["enabled"] or not EXPLANATIONS["models"]:
+        return []
+    return [f"{R}/scores/explanations/ara.csv"] + [
+        path for m in EXPLANATIONS["models"]
+        for path in (f"{R}/figures/ara/{m}.pdf", f"{R}/explain/{m}", f"{R}/figures/explain/{m}.pdf")
+    ]
+
+
 def all_targets():
     targets = [f"{R}/representations/{m}/{s}.h5" for m in config["models"] for s in config["represent"]["splits"]]
-    return targets + vrapi_targets()
+    return targets + vrapi_targets() + explanations_targets()
 
 
 # Input and param functions (no lambdas in rules). Params carry the config sections a job depends on,
 # so Snakemake reruns a job when its part of the config changes.
 def get_model_params(wildcards):
-    model = config["models"][wildcards.model]
+    model = advpipe.config.entry(config, "models", wildcards.model)
     return dict(model=model, dataset=config["datasets"][model["dataset"]], seed=config["seed"])
+
+
+def get_ara_params(wildcards):
+    return dict(**get_model_params(wildcards), ara=config["ara"])
+
+
+def get_explain_params(wildcards):
+    return dict(**get_model_params(wildcards), explain=EXPLANATIONS["explain"])
 
 
 def get_represent_params(wildcards):

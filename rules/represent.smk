@@ -1,7 +1,6 @@
 rule represent:
     input:
-        model=f"{R}/models/{{model}}/model.pt",
-        spec=f"{R}/models/{{model}}/model.json",
+        unpack(model_files),
     output:
         h5=f"{R}/representations/{{model}}/{{split}}.h5",
         eval=f"{R}/representations/{{model}}/{{split}}_eval.csv",

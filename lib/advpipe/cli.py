@@ -34,6 +34,20 @@ def _model_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_checkpoint(args: argparse.Namespace) -> int:
+    from advpipe.models.checkpoint import CheckpointError
+    from advpipe.models.wwoods import import_checkpoint
+
+    try:
+        model = import_checkpoint(args.src, args.dest_dir)
+    except CheckpointError as err:
+        print(err, file=sys.stderr)
+        return 2
+    print(f"{args.dest_dir}: imported {args.src} as preact_resnet depth {model.depth}, width {model.width}, "
+          f"activation {model.activation}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="advpipe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("model-info", help="load a trained-model folder safely and print what it holds")
     p.add_argument("model_dir")
     p.set_defaults(func=_model_info)
+    p = sub.add_parser("import-checkpoint", help="convert a published checkpoint into a trained-model folder "
+                       "(no pickled code runs)")
+    p.add_argument("source_format", choices=["wwoods"],
+                   help="wwoods: a .pt of wwoods/adversarial-explanations-cifar (ResNet-44 family)")
+    p.add_argument("src", help="the .pt file")
+    p.add_argument("dest_dir", help="folder to write model.pt and model.json into")
+    p.set_defaults(func=_import_checkpoint)
     args = parser.parse_args(argv)
     return args.func(args)
 

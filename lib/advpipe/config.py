@@ -106,13 +106,26 @@ def _cross_check(config: Mapping[str, Any]) -> list[str]:
     for name, model in config["models"].items():
         if model["dataset"] not in config["datasets"]:
             problems.append(_unknown(f"models.{name}.dataset", model["dataset"], "dataset", config["datasets"]))
-        if model["arch"] not in ARCHS:
+        objective = model["train"]["objective"]
+        if objective["l2_min"] and not objective["adversarial_training"]:
+            problems.append(f"config key 'models.{name}.train.objective.l2_min': needs adversarial_training: true")
+        if "checkpoint" in model:
+            if "arch" in model:
+                problems.append(f"config key 'models.{name}': give arch (to train) or checkpoint (a trained-model "
+                                f"folder), not both")
+            continue
+        if "arch" not in model:
+            problems.append(f"config key 'models.{name}.arch': required unless the model names a checkpoint")
+        elif model["arch"] not in ARCHS:
             problems.append(_unknown(f"models.{name}.arch", model["arch"], "architecture", ARCHS))
         else:
             accepted = set(inspect.signature(ARCHS[model["arch"]]).parameters) - _SHAPE_ARGS
             for key in sorted(set(model["arch_args"]) - accepted):
                 problems.append(_unknown(f"models.{name}.arch_args.{key}", key, f"argument of {model['arch']}",
                                          accepted))
+    for i, name in enumerate(config["explanations"]["models"]):
+        if name not in config["models"]:
+            problems.append(_unknown(f"explanations.models.{i}", name, "model", config["models"]))
     study = config["vrapi"]
     if study["enabled"]:
         if not study["models"] or not study["attacks"]:

@@ -1,8 +1,12 @@
-"""Batched, seeded training augmentation on tensors: random crop with zero padding and horizontal flip."""
+"""Batched, seeded training augmentation on tensors: random crop with zero or replicate padding, horizontal flip."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+# "zeros": torchvision RandomCrop(padding=p) (SPEC 1); "replicate": edge pixels repeated, as
+# wwoods/adversarial-explanations-cifar main.py _get_dataset pads before its crop (SPEC 2).
+PAD_MODES = ("zeros", "replicate")
 
 
 def crop_flip_params(batch: int, padding: int, hflip: bool,
@@ -16,11 +20,17 @@ def crop_flip_params(batch: int, padding: int, hflip: bool,
     return top, left, flip
 
 
-def crop_flip(x: torch.Tensor, padding: int, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """Zero-pad x (B, C, H, W) by `padding`, take the HxW crop at (top, left) per sample, flip where `flip`."""
+def crop_flip(x: torch.Tensor, padding: int, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor,
+              pad_mode: str = "zeros") -> torch.Tensor:
+    """Pad x (B, C, H, W) by `padding` (`pad_mode`: zeros or replicate), take the HxW crop at (top, left) per
+    sample, flip where `flip`."""
+    _check_pad_mode(pad_mode)
     b, c, h, w = x.shape
     top, left, flip = top.to(x.device), left.to(x.device), flip.to(x.device)
-    padded = F.pad(x, (padding,) * 4)  # (B, C, H+2p, W+2p), zeros like RandomCrop(padding=p)
+    if pad_mode == "zeros":
+        padded = F.pad(x, (padding,) * 4)  # (B, C, H+2p, W+2p), zeros like RandomCrop(padding=p)
+    else:
+        padded = F.pad(x, (padding,) * 4, mode="replicate")
     rows = top[:, None] + torch.arange(h, device=x.device)  # (B, H)
     cols = left[:, None] + torch.arange(w, device=x.device)  # (B, W)
     cols = torch.where(flip[:, None], cols.flip(1), cols)  # reading columns backwards flips the crop
@@ -29,8 +39,19 @@ def crop_flip(x: torch.Tensor, padding: int, top: torch.Tensor, left: torch.Tens
     return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def random_crop_flip(x: torch.Tensor, padding: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:
-    """RandomCrop(H, padding) + RandomHorizontalFlip(0.5) per sample of x (B, C, H, W), deterministic per generator."""
+def random_crop_flip(x: torch.Tensor, padding: int, hflip: bool, generator: torch.Generator,
+                     pad_mode: str = "zeros") -> torch.Tensor:
+    """RandomCrop(H, padding) + RandomHorizontalFlip(0.5) per sample of x (B, C, H, W), deterministic per generator.
+
+    pad_mode "replicate" is SPEC 2's replicate-pad, flip, crop: the original flips the padded image before
+    cropping, which has the same distribution as cropping then flipping (the offsets are symmetric).
+    """
     if padding < 0:
         raise ValueError(f"padding must be >= 0, got {padding}")
-    return crop_flip(x, padding, *crop_flip_params(x.shape[0], padding, hflip, generator))
+    _check_pad_mode(pad_mode)
+    return crop_flip(x, padding, *crop_flip_params(x.shape[0], padding, hflip, generator), pad_mode=pad_mode)
+
+
+def _check_pad_mode(pad_mode: str) -> None:
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")

@@ -1,4 +1,5 @@
-"""Metrics: POP score of projections (more to come: ARA, eps50, alignment, accuracies, label statistics)."""
+"""Metrics: POP score of projections, ARA (more to come: eps50, alignment, accuracies, label statistics)."""
+from advpipe.metrics.ara import accuracy_curve, ara, ara_distances, ara_subset
 from advpipe.metrics.pop import nearest_labels, pop_score, score_stats
 
-__all__ = ["nearest_labels", "pop_score", "score_stats"]
+__all__ = ["accuracy_curve", "ara", "ara_distances", "ara_subset", "nearest_labels", "pop_score", "score_stats"]

@@ -13,7 +13,7 @@ from advpipe.io.tables import write_csv
 from advpipe.models import save_trained
 from advpipe.models.checkpoint import build_from_spec
 from advpipe.runtime import derive_seed, seed_everything, select_device
-from advpipe.train import evaluate_accuracy, train_classifier
+from advpipe.train import build_objective, evaluate_accuracy, train_classifier
 
 
 def model_spec(model_cfg: Mapping[str, Any], dataset_cfg: Mapping[str, Any], data_root: str, seed: int) -> dict:
@@ -41,7 +41,12 @@ def run(config: Mapping[str, Any], model_name: str, out_dir: str | os.PathLike, 
     test = load_split(dataset_cfg, "test", config["data_root"], config["seed"])
     model = build_from_spec(spec).to(device)
     log(f"training {model_name}: {model_cfg['arch']} on {len(train.y)} images of {model_cfg['dataset']}")
-    rows = train_classifier(model, train.x, train.y, model_cfg["train"], seed, log=log)
+    # The objective draws its own random numbers (random classes, half-and-half masks): its own seed.
+    objective = build_objective(model_cfg["train"]["objective"], num_classes=spec["num_classes"],
+                                seed=derive_seed(config["seed"], "objective", model_name))
+    rows = train_classifier(model, train.x, train.y, model_cfg["train"], seed, objective=objective, log=log)
+    if hasattr(objective, "state_dict"):
+        spec["objective_state"] = objective.state_dict()  # e.g. the psi integrator (SPEC 2)
     spec["metrics"] = {"train_accuracy": evaluate_accuracy(model, train.x, train.y),
                        "test_accuracy": evaluate_accuracy(model, test.x, test.y)}
     log(f"accuracy: {spec['metrics']}")

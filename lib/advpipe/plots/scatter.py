@@ -6,20 +6,18 @@ name and renamed (advpipe.io.atomic.atomic_path).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PathCollection
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from advpipe.io.atomic import atomic_path
+from advpipe.plots.figures import new_figure, safe_name, save_figure
 
 _TAB20 = np.asarray(matplotlib.colormaps["tab20"].colors)
 DARK = _TAB20[0::2]   # (10, 3): clean points alone
@@ -90,8 +88,7 @@ def scatter_clean(ax: Axes, z: np.ndarray, labels: np.ndarray, palette: np.ndarr
 def _new_axes(limits: Limits) -> tuple[Figure, Axes]:
     (x0, x1), (y0, y1) = limits
     height = float(np.clip(FIG_WIDTH * (y1 - y0) / (x1 - x0), *_HEIGHT_RANGE))
-    fig = Figure(figsize=(FIG_WIDTH, height))
-    FigureCanvasAgg(fig)
+    fig = new_figure((FIG_WIDTH, height))
     ax = fig.add_subplot(1, 1, 1)
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
@@ -110,25 +107,6 @@ def _class_handles(labels: np.ndarray, class_names: Sequence[str], palette: np.n
 
 def _adv_handle(name: str) -> Line2D:
     return _handle("black", f"adversarial {name}")
-
-
-def safe_name(name: str) -> str:
-    """A class name usable in a file name (vrapi uses names as they are; '/' or spaces would break paths)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
-def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = ("pdf", "png"), dpi: int = 100) -> list[Path]:
-    """Save fig as stem.<fmt> for each format, atomically; transparent like vrapi; returns the paths."""
-    paths = []
-    for fmt in formats:
-        path = Path(f"{stem}.{fmt}")
-        with atomic_path(path) as tmp:
-            # The temporary name ends in .tmp, so the format must be given; no CreationDate keeps PDFs
-            # byte-identical across runs.
-            meta = {"CreationDate": None} if fmt == "pdf" else None
-            fig.savefig(tmp, format=fmt, dpi=dpi, transparent=True, metadata=meta)
-        paths.append(path)
-    return paths
 
 
 def _save_pair(fig: Figure, ax: Axes, stem: Path | None, legend_stem: Path | None, handles: list[Line2D],
