@@ -25,7 +25,11 @@ def test_defaults_filled_from_schema():
     assert cfg["attacks"]["fgsm"] == {"method": "fgsm", "batch_size": 1000, "norm": "linf", "eps": "3/255",
                                       "quantize": True}
     assert cfg["attacks"]["cw"]["max_iterations"] == 1000 and cfg["attacks"]["cw"]["initial_const"] == 0.01
-    assert cfg["models"]["cnn"]["train"]["augment"] == {"crop_padding": 4, "hflip": True}
+    assert cfg["models"]["cnn"]["train"]["augment"] == {"crop_padding": 4, "pad_mode": "zeros", "hflip": True}
+    objective = cfg["models"]["cnn"]["train"]["objective"]  # SPEC 2's constants are the defaults
+    assert objective["adv_eps"] == 0.01 and objective["l2min_eps"] == 0.1 and objective["adapt_psi_0"] == 220
+    assert cfg["ara"] == {"n_images": 1000, "subset_seed": 1776, "eps": 20, "steps": 450, "momentum": 0.9,
+                          "bins": 1000, "batch_size": 128, "ensure_proper_minimization": True}
     assert cfg["vrapi"]["projections"][0] == "pca" and len(cfg["vrapi"]["projections"]) == 7
 
 
@@ -36,7 +40,8 @@ def test_input_not_mutated():
     assert raw == before
 
 
-@pytest.mark.parametrize("shipped", ["config.yaml", "config/paper/vrapi.yaml"])
+@pytest.mark.parametrize("shipped", ["config.yaml", "config/paper/vrapi.yaml", "config/paper/explanations.yaml",
+                                     "config/paper/explanations_prebuilt.yaml"])
 def test_shipped_configs_are_valid(shipped):
     load(ROOT / shipped)
 
@@ -45,7 +50,7 @@ def _set(cfg, path, value):
     *parents, last = path
     node = cfg
     for key in parents:
-        node = node[key]
+        node = node.setdefault(key, {})
     if value is KeyError:
         del node[last]
     else:
@@ -78,6 +83,15 @@ BAD = [
      "vrapi.projection_options.pca.foo"),
     ("projection options not a mapping", ["vrapi", "projection_options"], {"pca": 5}, "vrapi.projection_options.pca"),
     ("unknown BIM option", ["attacks", "fgsm"], {"method": "bim", "warm_start": True}, "attacks.fgsm.warm_start"),
+    ("explanations naming a missing model", ["explanations", "models"], ["resnet44"], "explanations.models.0"),
+    ("l2_min without adversarial training", ["models", "cnn", "train", "objective"], {"l2_min": True},
+     "models.cnn.train.objective.l2_min"),
+    ("unknown objective key", ["models", "cnn", "train", "objective"], {"psi": 3}, "models.cnn.train.objective.psi"),
+    ("both arch and checkpoint", ["models", "cnn", "checkpoint"], "published/net", "models.cnn"),
+    ("unknown search mode", ["attacks", "fgsm"], {"method": "search", "mode": "fast"}, "attacks.fgsm.mode"),
+    ("unknown padding mode", ["models", "cnn", "train", "augment"], {"pad_mode": "reflect"},
+     "models.cnn.train.augment.pad_mode"),
+    ("zero ARA steps", ["ara", "steps"], 0, "ara.steps"),
 ]
 
 

@@ -119,4 +119,6 @@ def test_paper_config_dry_run_job_counts(tmp_path):
 def test_default_config_without_configfile(tmp_path):
     out = snakemake(tmp_path, "--dry-run", configfile=None)
     counts = job_counts(out.stdout)
-    assert counts["project"] == 3 * 4 * 3 and counts["project_oos"] == 3 * 3 and counts["train"] == 1
+    assert counts["project"] == 3 * 4 * 3 and counts["project_oos"] == 3 * 3
+    # vrapi's CNN and the explanations study's four pre-activation ResNets
+    assert counts["train"] == counts["represent"] == 5 and counts["ara"] == counts["explain"] == 4

@@ -36,9 +36,14 @@ def run(config: Mapping[str, Any], model_name: str, model_dir: str | os.PathLike
     x, y = test.x[pick].to(device), test.y[pick].to(device)
     num_classes = len(test.classes)
     log(f"ARA of {model_name} on {n} test images: eps {cfg['eps']}, {cfg['steps']} steps, momentum {cfg['momentum']}")
-    distances = {kind: ara_distances(model, x, y, mode=mode, eps=cfg["eps"], steps=cfg["steps"],
-                                     momentum=cfg["momentum"], batch_size=cfg["batch_size"])
-                 for kind, mode in MODES.items()}
+    try:
+        distances = {kind: ara_distances(model, x, y, mode=mode, eps=cfg["eps"], steps=cfg["steps"],
+                                         momentum=cfg["momentum"], batch_size=cfg["batch_size"],
+                                         ensure_proper_minimization=cfg["ensure_proper_minimization"])
+                     for kind, mode in MODES.items()}
+    except ValueError as err:  # the samples named are positions in the ARA subset
+        raise ValueError(f"ARA of model {model_name!r}: {err}; or set config key "
+                         f"'ara.ensure_proper_minimization' to false") from err
     with torch.no_grad():
         correct = (model(x).argmax(1) == y).cpu().numpy()
     row = {"model": model_name, "n_images": n, "accuracy": float(correct.mean()),
