@@ -29,6 +29,7 @@ bench: setup
 	$(BIN)/python bench/bench_bim.py
 	$(BIN)/python bench/bench_score.py
 	$(BIN)/python bench/bench_plot.py
+	$(BIN)/python bench/bench_ara.py
 
 clean:
 	rm -rf results logs benchmarks .snakemake
