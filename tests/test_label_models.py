@@ -1,0 +1,277 @@
+"""Label-representation heads, nearest-label decoding, losses and the SPEC 3 attacks (batched == per-image)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from advpipe.attacks.label_attacks import (TARGET_SEED, bim, fgsm, normalized_forward, pgd, random_targets,
+                                           robust_accuracy)
+from advpipe.models.cnn import SmallCNN
+from advpipe.models.label_heads import HighDimHead, LabelModel, VectorHead, label_loss, nearest_label_scores
+
+C, HIDDEN = 10, 16
+
+
+def backbone(seed: int = 0) -> SmallCNN:
+    torch.manual_seed(seed)
+    return SmallCNN(1, C, 8, channels=(4, 8), hidden=HIDDEN, mean=[0.4], std=[0.3])
+
+
+def random_labels(shape, seed: int = 1) -> torch.Tensor:
+    return torch.rand((C, *shape), generator=torch.Generator().manual_seed(seed)) * 80
+
+
+def randomize_bn(model: torch.nn.Module) -> None:
+    """Non-trivial running statistics, so eval-mode BN is not the identity."""
+    g = torch.Generator().manual_seed(5)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+
+
+def make(kind: str):
+    """(model in eval mode, kind, labels or None) for a category, a 64x64 and a vector label model."""
+    net = backbone()
+    if kind == "category":
+        return net.eval(), "category", None
+    if kind == "random":
+        labels = random_labels((64, 64))
+        model = LabelModel(net, HighDimHead(HIDDEN, 64), labels)
+    else:  # lowdim
+        labels = random_labels((C,))
+        model = LabelModel(net, VectorHead(HIDDEN, C), labels)
+    randomize_bn(model)
+    return model.eval(), kind, labels
+
+
+def images(n: int = 5, seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 8, 8, generator=g), torch.randint(0, C, (n,), generator=g)
+
+
+# ---------------------------------------------------------------- heads and models
+
+@pytest.mark.parametrize("size, first_convt", [(64, 64 * 64 * 16 + 64), (48, 64 * 64 * 9 + 64)])
+def test_highdim_head_shape_and_parameter_count(one_thread, size, first_convt):
+    head = HighDimHead(HIDDEN, size)
+    # BN1d(16) 32, Linear(16->64) 1088, then ConvT + following BN: 64->32 32800 + BN64 128, 32->16 8208 + BN32 64,
+    # 16->8 2056 + BN16 32, 8->1 129 + BN8 16.
+    expected = 32 + 1088 + first_convt + (32800 + 128) + (8208 + 64) + (2056 + 32) + (129 + 16)
+    assert sum(p.numel() for p in head.parameters()) == expected
+    assert expected == (110153 if size == 64 else 81481)
+    out = head.train()(torch.randn(3, HIDDEN))
+    assert out.shape == (3, size, size)
+    assert head.eval()(torch.randn(1, HIDDEN)).shape == (1, size, size)
+    with pytest.raises(ValueError):
+        HighDimHead(HIDDEN, 32)
+
+
+def test_label_model_composes_backbone(one_thread):
+    net = backbone()
+    labels = random_labels((64, 64))
+    model = LabelModel(net, HighDimHead(HIDDEN), labels).eval()
+    assert model.body is net.body and torch.equal(model.mean, net.mean) and torch.equal(model.std, net.std)
+    x, _ = images(3)
+    with torch.no_grad():
+        scores, feats = model.forward_features(x)
+        assert torch.equal(feats, net.body(net.normalize(x)))
+        pred = model.predict_label(x)
+        assert pred.shape == (3, 64, 64)
+        assert torch.equal(scores, nearest_label_scores(pred, labels))
+        assert torch.equal(model(x), scores)
+        assert torch.equal(model.forward_normalized(model.normalize(x)), pred)
+    assert torch.equal(model.state_dict()["labels"], labels)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (48, 48), (10,), (50,)])
+def test_exact_label_decodes_to_its_class_with_zero_loss(shape):
+    labels = random_labels(shape)
+    classes = torch.arange(C)
+    scores = nearest_label_scores(labels, labels)
+    assert torch.equal(scores.argmax(1), classes)
+    assert torch.all(scores.diagonal() == 0)
+    assert label_loss("random", labels)(labels, classes).item() == 0.0
+    assert torch.all(label_loss("random", labels, "per_sample")(labels, classes) == 0)
+    correct = scores.argmax(1) == classes
+    assert robust_accuracy(correct, correct) == 1.0
+
+
+def test_decoder_scores_equal_direct_mse_loop():
+    labels = random_labels((64, 64))
+    labels[7] = labels[2]  # a tie: both decoders must pick the first
+    out = torch.rand(6, 64, 64, generator=torch.Generator().manual_seed(9)) * 80
+    out[0] = labels[2]
+    scores = nearest_label_scores(out, labels)
+    ref = torch.empty(6, C)
+    for b in range(6):
+        for c in range(C):
+            ref[b, c] = -((out[b] - labels[c]) ** 2).mean()
+    torch.testing.assert_close(scores, ref, rtol=1e-6, atol=0)
+    assert torch.equal(scores.argmax(1), torch.tensor([min(range(C), key=lambda c: -ref[b, c].item())
+                                                       for b in range(6)]))
+    assert scores.argmax(1)[0] == 2 and scores[0, 2] == 0 and scores[0, 7] == 0
+
+
+def test_label_losses():
+    labels = random_labels((64, 64))
+    out = torch.randn(4, 64, 64) * 40 + 40
+    y = torch.tensor([0, 3, 3, 9])
+    loss = label_loss("speech", labels)(out, y)
+    torch.testing.assert_close(loss, torch.nn.SmoothL1Loss()(out, labels[y]))
+    per = label_loss("normal_dim=50", random_labels((50,)), "per_sample")(out[:, 0, :50], y)
+    assert per.shape == (4,)
+    logits = torch.randn(4, C)
+    torch.testing.assert_close(label_loss("category")(logits, y), F.cross_entropy(logits, y))
+    torch.testing.assert_close(label_loss("category", reduction="per_sample")(logits, y),
+                               F.cross_entropy(logits, y, reduction="none"))
+    with pytest.raises(ValueError):
+        label_loss("speach", labels)
+    with pytest.raises(ValueError):
+        label_loss("random")  # no labels
+
+
+# ---------------------------------------------------------------- attacks vs a per-image reference
+
+def reference_loss(kind, labels, output, cls):
+    """The original's loss at batch size 1."""
+    if kind == "category":
+        return F.cross_entropy(output, cls)
+    return F.smooth_l1_loss(output, labels[cls])
+
+
+def reference_fgsm(forward, kind, labels, z, cls, eps, targeted):
+    """One image at a time, as attack.py: backward into data.grad, clamp to the image's min/max."""
+    out = []
+    for i in range(len(z)):
+        data = z[i:i + 1].clone().requires_grad_(True)
+        reference_loss(kind, labels, forward(data), cls[i:i + 1]).backward()
+        e = -eps if targeted else eps
+        adv = torch.clamp(data + e * data.grad.sign(), data.min().item(), data.max().item())
+        out.append(adv.detach())
+    return torch.cat(out)
+
+
+def reference_bim(forward, kind, labels, z, cls, eps, targeted, accumulate, steps=5):
+    """One image at a time, as attack.py: data.grad never zeroed (accumulate) or zeroed each step."""
+    alpha = -eps / steps if targeted else eps / steps
+    out = []
+    for i in range(len(z)):
+        data = z[i:i + 1].clone().requires_grad_(True)
+        orig = data.detach().clone()
+        output = forward(data)
+        for _ in range(steps):
+            if not accumulate:
+                data.grad = None
+            reference_loss(kind, labels, output, cls[i:i + 1]).backward()
+            total = torch.clamp(data + alpha * data.grad.sign() - orig, -eps, eps)
+            data.data = (orig + total).clone()
+            output = forward(data)
+        out.append(data.detach())
+    return torch.cat(out)
+
+
+def attack_loss(kind, labels):
+    return label_loss(kind, labels, "per_sample")
+
+
+@pytest.mark.parametrize("kind", ["category", "random", "lowdim"])
+@pytest.mark.parametrize("targeted", [False, True])
+def test_fgsm_batched_equals_per_image(one_thread, kind, targeted):
+    model, kind, labels = make(kind)
+    x, y = images()
+    z = model.normalize(x)
+    cls = random_targets(y, C) if targeted else y
+    forward = normalized_forward(model)
+    eps = 0.1
+    adv = fgsm(forward, z, cls, eps, attack_loss(kind, labels), targeted=targeted)
+    ref = reference_fgsm(forward, kind, labels, z, cls, eps, targeted)
+    assert torch.equal(adv, ref)
+    assert not torch.equal(adv, z)
+    assert torch.all(adv.amin((1, 2, 3)) >= z.amin((1, 2, 3))) and torch.all(adv.amax((1, 2, 3)) <= z.amax((1, 2, 3)))
+
+
+@pytest.mark.parametrize("kind", ["category", "random", "lowdim"])
+@pytest.mark.parametrize("targeted", [False, True])
+@pytest.mark.parametrize("accumulate", [True, False])
+def test_bim_batched_equals_per_image(one_thread, kind, targeted, accumulate):
+    model, kind, labels = make(kind)
+    x, y = images()
+    z = model.normalize(x)
+    cls = random_targets(y, C) if targeted else y
+    forward = normalized_forward(model)
+    eps = 0.2
+    adv = bim(forward, z, cls, eps, attack_loss(kind, labels), targeted=targeted, accumulate_gradients=accumulate)
+    ref = reference_bim(forward, kind, labels, z, cls, eps, targeted, accumulate)
+    assert torch.equal(adv, ref)
+    assert (adv - z).abs().max() <= eps * (1 + 1e-6)
+    assert (adv - z).abs().max() > eps / 2  # it moved
+
+
+def test_bim_accumulation_changes_the_iterates(one_thread):
+    model, kind, labels = make("random")
+    x, y = images()
+    z = model.normalize(x)
+    forward = normalized_forward(model)
+    a = bim(forward, z, y, 0.3, attack_loss(kind, labels), accumulate_gradients=True)
+    b = bim(forward, z, y, 0.3, attack_loss(kind, labels), accumulate_gradients=False)
+    assert not torch.equal(a, b)
+
+
+def test_random_targets_reproduce_original_draws():
+    y = torch.randint(0, C, (200,), generator=torch.Generator().manual_seed(0))
+    t = random_targets(y, C)
+    assert torch.all(t != y) and t.min() >= 0 and t.max() < C
+    assert torch.equal(t, random_targets(y, C))  # same seed, same targets
+    gen = torch.Generator().manual_seed(TARGET_SEED)  # one generator through batches == all at once
+    assert torch.equal(torch.cat([random_targets(yb, C, gen) for yb in y.split(64)]), t)
+    gen = torch.Generator().manual_seed(TARGET_SEED)  # the original's loop, one draw at a time
+    ref = []
+    for label in y.tolist():
+        a = torch.randint(0, C, (1,), generator=gen)
+        while a.item() == label:
+            a = torch.randint(0, C, (1,), generator=gen)
+        ref.append(a.item())
+    assert t.tolist() == ref
+    assert not torch.equal(random_targets(y, C, torch.Generator().manual_seed(445)), t)
+    assert torch.all(random_targets(torch.tensor([0, 1, 1, 0]), 2) == torch.tensor([1, 0, 0, 1]))
+
+
+def test_pgd(one_thread):
+    model, kind, labels = make("category")
+    x, y = images()
+    z = model.normalize(x)
+    forward = normalized_forward(model)
+    eps = 0.1
+    a = pgd(forward, z, y, eps, generator=torch.Generator().manual_seed(1))
+    b = pgd(forward, z, y, eps, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1  # the torchattacks [0,1] clamp quirk, on normalised inputs
+    free = pgd(forward, z, y, eps, generator=torch.Generator().manual_seed(1), clamp_range=None)
+    assert (free - z).abs().max() <= eps * (1 + 1e-6) and free.min() < 0
+    # Without random start: 4 steps of 2/255, each clipped to the eps ball; batched == one image at a time.
+    det = pgd(forward, z, y, eps, random_start=False, clamp_range=None)
+    assert torch.equal(det, torch.cat([pgd(forward, z[i:i + 1], y[i:i + 1], eps, random_start=False,
+                                           clamp_range=None) for i in range(len(z))]))
+    assert torch.allclose((det - z).abs().amax((1, 2, 3)), torch.full((len(z),), 4 * 2 / 255), atol=1e-6)
+
+
+def test_robust_accuracy_counts_initially_wrong_as_failures():
+    clean = torch.tensor([True, True, False, False])
+    adv = torch.tensor([True, False, True, False])
+    assert robust_accuracy(clean, adv) == 0.25
+    assert robust_accuracy(torch.zeros(3, dtype=torch.bool), torch.ones(3, dtype=torch.bool)) == 0.0
+    with pytest.raises(ValueError):
+        robust_accuracy(clean, adv[:3])
+
+
+def test_label_model_works_with_the_shared_attack_interface(one_thread):
+    from advpipe.attacks import FGSM
+
+    model, _, _ = make("random")
+    x, y = images()
+    result = FGSM(eps=0.1)(model, x, y)
+    assert result.x_adv.shape == x.shape and result.x_adv.min() >= 0 and result.x_adv.max() <= 1
+    with torch.no_grad():
+        assert torch.equal(result.success, model(result.x_adv).argmax(1) != y)
