@@ -10,7 +10,6 @@ load drift hits both alike), the ratio to the hand loop, the max |d - d(loop)| a
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import time
@@ -25,6 +24,7 @@ sys.path.insert(0, str(ROOT))  # for tests/conftest.py: the same digits model th
 from tests.conftest import trained_digits_cnn  # noqa: E402
 
 from advpipe.metrics import ara, ara_distances, ara_subset  # noqa: E402
+from report import write_rows  # noqa: E402  (bench/report.py; the script folder is on sys.path)
 
 EPS, BATCH = 20.0, 128
 
@@ -106,12 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['mode']:<6} {r['momentum']:>4} {r['implementation']:<22} {r['median_s']:>9} {r['min_s']:>8} "
               f"{r['ratio_to_loop']:>7} {r['max_abs_diff_vs_loop']:>10} {r['ara']:>8}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {args.out}")
+    write_rows(rows, args.out)
     return 0
 
 

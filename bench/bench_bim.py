@@ -9,7 +9,6 @@ drift hits all alike), the ratio to the hand loop and the max |x_adv - x_adv(loo
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT))  # for tests/conftest.py: the same digits model th
 from tests.conftest import trained_digits_cnn  # noqa: E402
 
 from advpipe.attacks import BIM  # noqa: E402
+from report import write_rows  # noqa: E402  (bench/report.py; the script folder is on sys.path)
 
 EPS, STEP, STEPS = 3 / 255, 1 / 255, 10
 
@@ -106,12 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['implementation']:<26} {r['median_s']:>9} {r['min_s']:>8} {r['ratio_to_loop']:>7} "
               f"{r['max_abs_diff_vs_loop']:>10}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {args.out}")
+    write_rows(rows, args.out)
     return 0
 
 

@@ -8,15 +8,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from advpipe.config import entry
-from advpipe.data import load_split
 from advpipe.io.h5 import provenance, write_dump
 from advpipe.io.tables import write_csv
 from advpipe.metrics.ara import ara, ara_distances, ara_subset
-from advpipe.models import load_trained
-from advpipe.models.checkpoint import check_fits_data
+from advpipe.pipeline.inputs import load_model_and_split
 from advpipe.plots.curves import plot_accuracy_robustness
-from advpipe.runtime import seed_everything, select_device
 
 # Attack ARA: smallest perturbation that misclassifies; BTR ARA: that brings p_y down to chance.
 MODES = {"attack": "l2min", "btr": "btr"}
@@ -25,12 +21,8 @@ MODES = {"attack": "l2min", "btr": "btr"}
 def run(config: Mapping[str, Any], model_name: str, model_dir: str | os.PathLike, out_h5: str, out_csv: str,
         figure_stem: str, log=print) -> pd.DataFrame:
     cfg = config["ara"]
-    seed_everything(config["seed"])
-    device = select_device(config["device"])
-    model_cfg = entry(config, "models", model_name)
-    test = load_split(entry(config, "datasets", model_cfg["dataset"]), "test", config["data_root"], config["seed"])
-    check_fits_data(model_dir, tuple(test.x.shape[1:]), test.classes, model_cfg["dataset"])
-    model = load_trained(model_dir, device)
+    job = load_model_and_split(config, model_name, model_dir, "test", config["seed"])
+    model, test, model_cfg, device = job.model, job.split, job.model_cfg, job.device
     n = min(cfg["n_images"], len(test.y))
     pick = ara_subset(len(test.y), n, seed=cfg["subset_seed"])
     x, y = test.x[pick].to(device), test.y[pick].to(device)

@@ -14,14 +14,10 @@ import torch
 from tqdm import tqdm
 
 from advpipe.attacks.search import perturbation_search
-from advpipe.config import entry
-from advpipe.data import load_split
 from advpipe.io.images import save_png
-from advpipe.models import load_trained
-from advpipe.models.checkpoint import check_fits_data
+from advpipe.pipeline.inputs import load_model_and_split
 from advpipe.plots.figures import safe_name
 from advpipe.plots.grid import plot_image_grid
-from advpipe.runtime import seed_everything, select_device
 
 
 def explain_all_classes(model: torch.nn.Module, x: torch.Tensor, num_classes: int, *, eps: float, steps: int,
@@ -46,12 +42,8 @@ def explain_all_classes(model: torch.nn.Module, x: torch.Tensor, num_classes: in
 def run(config: Mapping[str, Any], model_name: str, model_dir: str | os.PathLike, out_dir: str | os.PathLike,
         figure_stem: str, log=print) -> None:
     cfg = config["explanations"]["explain"]
-    seed_everything(config["seed"])
-    device = select_device(config["device"])
-    model_cfg = entry(config, "models", model_name)
-    test = load_split(entry(config, "datasets", model_cfg["dataset"]), "test", config["data_root"], config["seed"])
-    check_fits_data(model_dir, tuple(test.x.shape[1:]), test.classes, model_cfg["dataset"])
-    model = load_trained(model_dir, device)
+    job = load_model_and_split(config, model_name, model_dir, "test", config["seed"])
+    model, test, device = job.model, job.split, job.device
     n, classes = min(cfg["n_images"], len(test.y)), list(test.classes)
     x, y = test.x[:n].to(device), test.y[:n].numpy()
     with torch.no_grad():

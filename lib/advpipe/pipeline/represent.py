@@ -8,15 +8,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from advpipe.config import entry
-from advpipe.data import load_split
 from advpipe.io.h5 import provenance, write_dump
 from advpipe.io.images import save_class_samples
 from advpipe.io.tables import write_csv
-from advpipe.models import load_trained
 from advpipe.models.base import Classifier
-from advpipe.models.checkpoint import check_fits_data
-from advpipe.runtime import seed_everything, select_device
+from advpipe.pipeline.inputs import load_model_and_split
 
 
 @torch.no_grad()
@@ -46,13 +42,8 @@ def eval_tables(label: np.ndarray, pred: np.ndarray, classes: list[str]) -> tupl
 
 def run(config: Mapping[str, Any], model_name: str, split_name: str, model_dir: str, out_h5: str,
         out_eval: str, out_confusion: str, images_dir: str, log=print) -> None:
-    seed_everything(config["seed"])
-    device = select_device(config["device"])
-    model_cfg = entry(config, "models", model_name)
-    dataset_cfg = entry(config, "datasets", model_cfg["dataset"])
-    split = load_split(dataset_cfg, split_name, config["data_root"], config["seed"])
-    check_fits_data(model_dir, tuple(split.x.shape[1:]), split.classes, model_cfg["dataset"])
-    model = load_trained(model_dir, device)
+    job = load_model_and_split(config, model_name, model_dir, split_name, config["seed"])
+    model, split, model_cfg = job.model, job.split, job.model_cfg
     out = forward_all(model, split.x, config["represent"]["batch_size"], desc=f"represent {split_name}")
     label = split.y.numpy().astype(np.int64)
     arrays = {"index": split.index.astype(np.int64), "label": label, **out,
