@@ -14,35 +14,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from system_packages import ensure_debian_packages, which
+
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
 PROGRAMS = ["slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "munged"]
-SBIN = [Path("/usr/sbin"), Path("/usr/bin")]
 
 
 class ClusterError(RuntimeError):
     pass
 
 
-def _which(name: str) -> str | None:
-    return shutil.which(name) or next((str(d / name) for d in SBIN if (d / name).exists()), None)
-
-
 def ensure_installed() -> str | None:
     """Install Debian's SLURM and munge packages when missing. Returns None, or why they cannot be had."""
-    if all(_which(p) for p in PROGRAMS):
-        return None
-    if os.geteuid() != 0:
-        return f"SLURM is not installed and installing it needs root: apt-get install {' '.join(PACKAGES)}"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                                               *PACKAGES]):
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if out.returncode != 0 and cmd[1] == "install":
-            raise ClusterError(f"{' '.join(cmd)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
-    missing = [p for p in PROGRAMS if not _which(p)]
-    if missing:
-        raise ClusterError(f"installed {PACKAGES} but still missing: {missing}")
-    return None
+    return ensure_debian_packages(PACKAGES, PROGRAMS)
 
 
 def _free_port() -> int:
@@ -125,7 +109,7 @@ PartitionName=main Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
         # snakemake-executor-plugin-slurm-jobstep drops every SLURM_* variable (SLURM_CONF too) before its
         # inner `srun`; on a real cluster slurm.conf sits at the default path. This shim restores ours.
         srun = self.bin / "srun"
-        srun.write_text(f'#!/bin/sh\nexport SLURM_CONF={self.conf}\nexec {_which("srun")} "$@"\n')
+        srun.write_text(f'#!/bin/sh\nexport SLURM_CONF={self.conf}\nexec {which("srun")} "$@"\n')
         srun.chmod(0o755)
 
     def _start_munge(self) -> None:
@@ -135,9 +119,9 @@ PartitionName=main Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
         munge.chmod(0o755)  # munged insists that everyone can reach the socket
         key = Path("/etc/munge/munge.key")
         if not key.exists():
-            subprocess.run([_which("mungekey"), "--create"], check=True)
+            subprocess.run([which("mungekey"), "--create"], check=True)
             shutil.chown(key, "munge", "munge")
-        self._run(["runuser", "-u", "munge", "--", _which("munged"), f"--socket={munge}/munge.socket",
+        self._run(["runuser", "-u", "munge", "--", which("munged"), f"--socket={munge}/munge.socket",
                    f"--pid-file={munge}/munged.pid", f"--log-file={munge}/munged.log",
                    f"--seed-file={munge}/munged.seed"])
         self._pids.append(munge / "munged.pid")
@@ -150,9 +134,9 @@ PartitionName=main Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
     def start(self, timeout: float = 60) -> "SlurmCluster":
         self._write_config()
         self._start_munge()
-        self._run([_which("slurmctld")])
+        self._run([which("slurmctld")])
         self._pids.append(self.root / "slurmctld.pid")
-        self._run([_which("slurmd")])
+        self._run([which("slurmd")])
         self._pids.append(self.root / "slurmd.pid")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -7,8 +7,11 @@ import pytest
 from advpipe.labels import (LabelError, label_entropy, label_stats_table, make_labels, pairwise_distances,
                             parse_label_kind, plot_label_images)
 from advpipe.labels.speech import CIFAR10_SPEECH_NAMES, espeak_path, mel_filterbank, permute_columns
+from system_packages import ensure_debian_packages
 
-needs_espeak = pytest.mark.skipif(espeak_path() is None, reason="espeak-ng not installed (apt-get install espeak-ng)")
+# CI (root) installs espeak-ng here; elsewhere the speech tests say what to install.
+_no_espeak = ensure_debian_packages(["espeak-ng"], ["espeak-ng"])
+needs_espeak = pytest.mark.skipif(espeak_path() is None, reason=_no_espeak or "espeak-ng not installed")
 
 
 @pytest.mark.parametrize("kind, shape, dtype", [
