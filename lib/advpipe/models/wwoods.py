@@ -29,7 +29,6 @@ import math
 import os
 import pickle
 import re
-import types
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -72,34 +71,20 @@ class _Refused(pickle.UnpicklingError):
     """The pickle asks for something beyond tensors and plain values."""
 
 
-# What the authors' files need besides storages (which torch's loader resolves itself, before find_class).
-_ALLOWED = {
-    ("collections", "OrderedDict"),
-    ("torch._utils", "_rebuild_tensor"),
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_parameter"),
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals in _ALLOWED; `__main__.X` becomes a ForeignGlobal, anything else is refused."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
-        if module == "__main__":
-            return ForeignGlobal(module, name)
-        raise _Refused(f"global {module}.{name} is not allowed")
-
-
-def _restricted_load(file, **kwargs) -> Any:
-    return RestrictedUnpickler(file, **kwargs).load()
-
-
-# torch.load takes a module-like object: it subclasses `.Unpickler` and calls `.load` (legacy header).
-restricted_pickle = types.ModuleType("advpipe_restricted_pickle")
-restricted_pickle.Unpickler = RestrictedUnpickler
-restricted_pickle.load = _restricted_load
+def _load_weights_only(path: Path) -> Any:
+    """torch.load(weights_only=True), with an inert ForeignGlobal standing in for each `__main__` global the
+    file names (the authors' `arch` function): torch reports them one at a time, so retry per name. Any
+    other global stays refused by torch's own safe loader."""
+    stand_ins: dict[str, ForeignGlobal] = {}
+    while True:
+        try:
+            with torch.serialization.safe_globals([(g, n) for n, g in stand_ins.items()]):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            found = re.search(r"GLOBAL (__main__\.[A-Za-z_][A-Za-z0-9_]*) was not an allowed global", str(err))
+            if not found or found.group(1) in stand_ins or len(stand_ins) >= 16:
+                raise _Refused(f"torch's safe loader refused it: {str(err).splitlines()[0]}") from err
+            stand_ins[found.group(1)] = ForeignGlobal("__main__", found.group(1).split(".", 1)[1])
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -119,9 +104,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
                 # torch.load hands TorchScript archives to torch.jit.load, which runs their code.
                 if any(n == "constants.pkl" or n.endswith("/constants.pkl") for n in z.namelist()):
                     raise _Refused("it is a TorchScript archive")
-        # weights_only=False only because the restricted pickle_module does the vetting (torch's
-        # weights_only loader cannot map the authors' __main__ function to a stand-in).
-        obj = torch.load(path, map_location="cpu", pickle_module=restricted_pickle, weights_only=False)
+        obj = _load_weights_only(path)
     except _Refused as err:
         raise CheckpointError(f"{path}: refused to load ({err}): loading it would run code from the file; "
                               f"{_EXPECTED}") from err
