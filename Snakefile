@@ -31,12 +31,14 @@ include: "rules/project.smk"
 include: "rules/score.smk"
 include: "rules/plot.smk"
 include: "rules/explanations.smk"
+include: "rules/labels.smk"
 
 
 localrules:
     all,
     vrapi,
     explanations,
+    labels,
 
 
 rule all:
@@ -53,3 +55,8 @@ rule vrapi:
 rule explanations:
     input:
         explanations_targets(),
+
+
+rule labels:
+    input:
+        labels_targets(),

@@ -1,10 +1,13 @@
 # Wildcard constraints, target lists and input functions derived from the validated config.
 import advpipe.config
+from advpipe.labels.study import format_level, label_kinds
 from advpipe.projections import PROJECTIONS, estimator_options
 
 R = config["results"]
 VRAPI = config["vrapi"]
 EXPLANATIONS = config["explanations"]
+LABELS = config["labels"]
+LABEL_KINDS = label_kinds(LABELS) if LABELS["enabled"] else {}
 
 
 wildcard_constraints:
@@ -13,6 +16,8 @@ wildcard_constraints:
     split="train|test",
     projection="|".join(sorted(PROJECTIONS, key=len, reverse=True)),
     trial=r"\d+",
+    label=r"[A-Za-z][A-Za-z0-9_.=-]*",
+    level=r"[0-9]+(\.[0-9]+)?",
 
 
 def model_dir(model):
@@ -78,9 +83,35 @@ def explanations_targets():
     ]
 
 
+def label_set(label):
+    return f"{R}/labels/sets/{label}.npy"
+
+
+def label_model_dir(label, level):
+    return f"{R}/labels/models/{label}/level{format_level(level)}"
+
+
+def label_attack_level():
+    level = LABELS["attack"].get("level")
+    return max(LABELS["levels"]) if level is None else level
+
+
+def label_attacks_csv(label):
+    return f"{R}/labels/attacks/{label}.csv"
+
+
+def labels_targets():
+    if not LABEL_KINDS:
+        return []
+    figures = f"{R}/figures/labels"
+    attacks = [f"{figures}/accuracy_vs_eps_{a}.{ext}" for a in LABELS["attack"]["attacks"] for ext in ("pdf", "png")]
+    return [f"{R}/labels/label_stats.csv", f"{R}/labels/attacks.csv", f"{R}/labels/data_efficiency.csv"] + attacks + [
+        f"{figures}/{name}.{ext}" for name in ("label_images", "data_efficiency") for ext in ("pdf", "png")]
+
+
 def all_targets():
     targets = [f"{R}/representations/{m}/{s}.h5" for m in config["models"] for s in config["represent"]["splits"]]
-    return targets + vrapi_targets() + explanations_targets()
+    return targets + vrapi_targets() + explanations_targets() + labels_targets()
 
 
 # Input and param functions (no lambdas in rules). Params carry the config sections a job depends on,
@@ -141,3 +172,41 @@ def get_plot_inputs(wildcards):
 
 def get_plot_params(wildcards):
     return dict(plot=VRAPI["plot"])
+
+
+def get_label_set_params(wildcards):
+    backbone = LABELS["backbone"]
+    return dict(kind=label_kinds_entry(wildcards.label), dataset=config["datasets"][backbone["dataset"]],
+                seed=config["seed"])
+
+
+def label_kinds_entry(label):
+    if label not in LABEL_KINDS:
+        raise ValueError(f"config key 'labels': no label {label!r} (known: {sorted(LABEL_KINDS)})")
+    return LABEL_KINDS[label]
+
+
+def get_label_train_params(wildcards):
+    return dict(**get_label_set_params(wildcards), backbone=LABELS["backbone"],
+                validation_fraction=LABELS["validation_fraction"])
+
+
+def get_label_attack_inputs(wildcards):
+    folder = label_model_dir(wildcards.label, label_attack_level())
+    return dict(model=f"{folder}/model.pt", spec=f"{folder}/model.json")
+
+
+def get_label_attack_params(wildcards):
+    return dict(**get_label_train_params(wildcards), attack=LABELS["attack"], level=label_attack_level())
+
+
+def get_label_stats_inputs(wildcards):
+    return {name: label_set(name) for name in LABEL_KINDS}
+
+
+def get_label_table_inputs(wildcards):
+    return [label_attacks_csv(name) for name in LABEL_KINDS]
+
+
+def get_label_efficiency_inputs(wildcards):
+    return [f"{label_model_dir(name, level)}/model.json" for name in LABEL_KINDS for level in LABELS["levels"]]

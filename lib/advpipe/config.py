@@ -93,9 +93,68 @@ def _unknown(path: str, name: str, what: str, known) -> str:
     return f"config key '{path}': unknown {what} {name!r} (known: {sorted(known)})"
 
 
+def _check_model(path: str, model: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """Cross-checks of one model entry at key `path` (models.<name>, labels.backbone)."""
+    from advpipe.models.registry import ARCHS  # imported late: the schema check needs no torch
+
+    problems = []
+    if model["dataset"] not in config["datasets"]:
+        problems.append(_unknown(f"{path}.dataset", model["dataset"], "dataset", config["datasets"]))
+    objective = model["train"]["objective"]
+    if objective["l2_min"] and not objective["adversarial_training"]:
+        problems.append(f"config key '{path}.train.objective.l2_min': needs adversarial_training: true")
+    if "checkpoint" in model:
+        if "arch" in model:
+            problems.append(f"config key '{path}': give arch (to train) or checkpoint (a trained-model "
+                            f"folder), not both")
+        return problems
+    if "arch" not in model:
+        problems.append(f"config key '{path}.arch': required unless the model names a checkpoint")
+    elif model["arch"] not in ARCHS:
+        problems.append(_unknown(f"{path}.arch", model["arch"], "architecture", ARCHS))
+    else:
+        accepted = set(inspect.signature(ARCHS[model["arch"]]).parameters) - _SHAPE_ARGS
+        for key in sorted(set(model["arch_args"]) - accepted):
+            problems.append(_unknown(f"{path}.arch_args.{key}", key, f"argument of {model['arch']}",
+                                     accepted))
+    return problems
+
+
+def _check_labels(study: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """The label-representations study: its backbone, label kinds, files and attack level."""
+    from advpipe.labels import LabelError, parse_label_kind
+
+    if not study["enabled"] or not (study["kinds"] or study["label_files"]):
+        return []
+    if "backbone" not in study:
+        return ["config key 'labels.backbone': required when the study has labels (a model entry: dataset, arch, "
+                "train)"]
+    problems = _check_model("labels.backbone", study["backbone"], config)
+    if "checkpoint" in study["backbone"]:
+        problems.append("config key 'labels.backbone.checkpoint': the study trains its backbone once per label; "
+                        "give arch instead")
+    objective = study["backbone"]["train"]["objective"]
+    if any(objective[k] for k in ("adversarial_training", "robust_additions")):
+        problems.append("config key 'labels.backbone.train.objective': the label study trains with its own loss "
+                        "(CE or SmoothL1); expected no adversarial_training or robust_additions")
+    for i, kind in enumerate(study["kinds"]):
+        try:
+            name, _ = parse_label_kind(kind)
+        except LabelError as err:
+            problems.append(f"config key 'labels.kinds.{i}': {err}")
+            continue
+        if name == "file":
+            problems.append(f"config key 'labels.kinds.{i}': give label files a name under labels.label_files")
+    for name in sorted(set(study["label_files"]) & set(study["kinds"])):
+        problems.append(f"config key 'labels.label_files.{name}': the name {name!r} is also a label kind")
+    level = study["attack"].get("level")
+    if level is not None and level not in study["levels"]:
+        problems.append(f"config key 'labels.attack.level': {level} is not one of labels.levels {study['levels']}")
+    return problems
+
+
 def _cross_check(config: Mapping[str, Any]) -> list[str]:
     """Checks a schema cannot express: names that must refer to other entries or to registries."""
-    from advpipe.models.registry import ARCHS  # imported late: the schema check needs no torch
     from advpipe.projections import PROJECTIONS
     from advpipe.projections.project import accepted_options
 
@@ -104,25 +163,8 @@ def _cross_check(config: Mapping[str, Any]) -> list[str]:
         if ds["source"] in ("imagefolder", "npz") and "path" not in ds:
             problems.append(f"config key 'datasets.{name}.path': required for source {ds['source']}")
     for name, model in config["models"].items():
-        if model["dataset"] not in config["datasets"]:
-            problems.append(_unknown(f"models.{name}.dataset", model["dataset"], "dataset", config["datasets"]))
-        objective = model["train"]["objective"]
-        if objective["l2_min"] and not objective["adversarial_training"]:
-            problems.append(f"config key 'models.{name}.train.objective.l2_min': needs adversarial_training: true")
-        if "checkpoint" in model:
-            if "arch" in model:
-                problems.append(f"config key 'models.{name}': give arch (to train) or checkpoint (a trained-model "
-                                f"folder), not both")
-            continue
-        if "arch" not in model:
-            problems.append(f"config key 'models.{name}.arch': required unless the model names a checkpoint")
-        elif model["arch"] not in ARCHS:
-            problems.append(_unknown(f"models.{name}.arch", model["arch"], "architecture", ARCHS))
-        else:
-            accepted = set(inspect.signature(ARCHS[model["arch"]]).parameters) - _SHAPE_ARGS
-            for key in sorted(set(model["arch_args"]) - accepted):
-                problems.append(_unknown(f"models.{name}.arch_args.{key}", key, f"argument of {model['arch']}",
-                                         accepted))
+        problems += _check_model(f"models.{name}", model, config)
+    problems += _check_labels(config["labels"], config)
     for i, name in enumerate(config["explanations"]["models"]):
         if name not in config["models"]:
             problems.append(_unknown(f"explanations.models.{i}", name, "model", config["models"]))

@@ -18,9 +18,6 @@ from zlib import error as zlib_error
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from torchvision import datasets as tvd
-from torchvision import transforms as T
 
 from .splits import Split, stratified_split
 
@@ -48,19 +45,27 @@ class DatasetInfo:
 class _TorchvisionSet:
     """A torchvision dataset with an official train/test split, its files and its usual statistics."""
 
-    cls: type
+    cls_name: str
     title: str
     in_channels: int
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
+    @property
+    def cls(self) -> type:
+        # torchvision (with torch._dynamo) and scikit-learn are imported only by the sources that use them:
+        # together ~3 s of start-up for every job otherwise.
+        from torchvision import datasets as tvd
+
+        return getattr(tvd, self.cls_name)
+
 
 # Facts about the published datasets (usual normalisation statistics of their training sets).
 _TORCHVISION = {
-    "mnist": _TorchvisionSet(tvd.MNIST, "MNIST", 1, 28, (0.1307,), (0.3081,)),
-    "cifar10": _TorchvisionSet(tvd.CIFAR10, "CIFAR-10", 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": _TorchvisionSet(tvd.CIFAR100, "CIFAR-100", 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "mnist": _TorchvisionSet("MNIST", "MNIST", 1, 28, (0.1307,), (0.3081,)),
+    "cifar10": _TorchvisionSet("CIFAR10", "CIFAR-10", 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": _TorchvisionSet("CIFAR100", "CIFAR-100", 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 
 
@@ -88,7 +93,7 @@ def dataset_info(cfg: dict[str, Any], data_root: str | Path, seed: int) -> Datas
         spec, root = _TORCHVISION[source], Path(data_root)
         _ensure_present(source, cfg, root)
         if source == "mnist":
-            classes = list(tvd.MNIST.classes)
+            classes = list(spec.cls.classes)
         else:  # CIFAR class names live in the small meta pickle
             meta = spec.cls.meta
             classes = list(_read_pickle(root / spec.cls.base_folder / meta["filename"])[meta["key"]])
@@ -158,6 +163,8 @@ _PATH_WHAT = {"imagefolder": "folder of class/image files", "npz": ".npz file wi
 
 def _read_digits() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """scikit-learn's bundled digits (1797 8x8 images, values 0..16) as 8-bit images."""
+    from sklearn.datasets import load_digits
+
     d = load_digits()
     # Put them on the 1/255 grid like any image read from disk, so quantised attacks and saved
     # PNGs treat them exactly as they treat MNIST or CIFAR.
@@ -168,6 +175,9 @@ def _read_digits() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
 @lru_cache(maxsize=1)  # dataset_info and load_split in one job read the folder once
 def _read_imagefolder(path: str, image_size: int, grayscale: bool) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Every image of an ImageFolder, resized and centre-cropped to image_size, as uint8 NCHW."""
+    from torchvision import datasets as tvd
+    from torchvision import transforms as T
+
     steps = [T.Resize(image_size), T.CenterCrop(image_size)] + ([T.Grayscale(1)] if grayscale else [])
     try:
         ds = tvd.ImageFolder(path, transform=T.Compose(steps + [T.PILToTensor()]))  # uint8: 4x less memory
@@ -263,7 +273,7 @@ def _read_torchvision(source: str, cfg: dict[str, Any], train: bool,
     _ensure_present(source, cfg, root)
     name = f"{spec.title} ({'train' if train else 'test'}) under {root}"
     if source == "mnist":  # torchvision only checks that the raw IDX files exist, not their md5
-        ds = tvd.MNIST(str(root), train=train)
+        ds = spec.cls(str(root), train=train)
         return ds.data.unsqueeze(1), ds.targets, list(ds.classes), name
     try:
         ds = spec.cls(str(root), train=train)

@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 
 @dataclass
@@ -31,6 +30,8 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
     """Seeded stratified (train, test) split of positions 0..N-1, each returned sorted."""
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    from sklearn.model_selection import train_test_split  # ~1 s to import: only unsplit sources need it
+
     labels = np.asarray(labels)
     train, test = train_test_split(np.arange(len(labels), dtype=np.int64), test_size=test_fraction,
                                    stratify=labels, random_state=seed)
@@ -46,3 +47,28 @@ def subset(split: Split, n: int, seed: int) -> Split:
         return split
     positions = np.sort(np.random.default_rng(seed).choice(len(split), size=n, replace=False))
     return take(split, positions)
+
+
+def validation_level_split(n: int, validation_fraction: float, level: float,
+                           seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) positions of SPEC 3's data-efficiency protocol over a training split of n samples.
+
+    As label_representations' train.py: `indices = arange(n)`, shuffled by numpy's legacy generator seeded
+    `seed` (the original's `np.random.seed(seed); np.random.shuffle(indices)`, here a local RandomState with
+    the same stream); the first round(validation_fraction * n) are validation, held out before anything
+    else; training takes the next int(n * level / 100), cut off at the end (45k of 50k at level 100). So
+    smaller levels are prefixes of larger ones and never touch the validation images. Returned in shuffled
+    order (the original's), not sorted.
+    """
+    if not 0 < validation_fraction < 1:
+        raise ValueError(f"validation_fraction must lie in (0, 1), got {validation_fraction}")
+    if not 0 < level <= 100:
+        raise ValueError(f"level is a percentage of the training split in (0, 100], got {level}")
+    indices = np.arange(n, dtype=np.int64)
+    np.random.RandomState(seed).shuffle(indices)
+    n_val = int(round(validation_fraction * n))
+    train = indices[n_val:n_val + int(n * level / 100)]
+    if n_val == 0 or len(train) == 0:
+        raise ValueError(f"{n} samples leave {n_val} for validation and {len(train)} for training at level "
+                         f"{level}; expected both non-empty (raise the level or the validation fraction)")
+    return train, indices[:n_val]

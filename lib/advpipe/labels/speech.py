@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from scipy.io import wavfile
-from scipy.signal import get_window, resample_poly
 
 from advpipe.labels.generators import SIDE, LabelError
 
@@ -52,6 +50,8 @@ def synthesize(text: str, voice: str | None = None) -> tuple[np.ndarray, int]:
 
 def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """(mono float waveform, rate); integer PCM scaled to [-1, 1] as librosa.load does."""
+    from scipy.io import wavfile  # scipy's submodules cost ~1 s to import: only speech labels need them
+
     rate, data = wavfile.read(path)
     if data.dtype.kind == "u":
         x = (data.astype(np.float64) - 128.0) / 128.0
@@ -119,6 +119,8 @@ def mel_db(y: np.ndarray, sr: int = SR) -> np.ndarray:
     if len(y) == 0:
         raise LabelError("speech labels: the audio is silent after trimming")
     padded = np.pad(y, N_FFT // 2, mode="reflect" if len(y) > N_FFT // 2 else "constant")
+    from scipy.signal import get_window
+
     frames = _frames(padded, N_FFT, HOP) * get_window("hann", N_FFT, fftbins=True)[:, None]
     power = np.abs(np.fft.rfft(frames, axis=0)) ** 2
     return power_to_db(mel_filterbank(sr) @ power)
@@ -142,6 +144,8 @@ def speech_image(y: np.ndarray, sr: int, side: int = SIDE) -> np.ndarray:
     """Waveform -> trimmed -> mel dB -> side x side (rows: mel bands, columns: time)."""
     if sr != SR:  # librosa.load resamples to 22050 Hz
         g = gcd(int(sr), SR)
+        from scipy.signal import resample_poly
+
         y = resample_poly(y, SR // g, int(sr) // g)
     return resize_bilinear(mel_db(trim(y)), (side, side))
 

@@ -57,10 +57,17 @@ def read_spec(model_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def build_from_spec(spec: Mapping[str, Any]) -> Classifier:
-    """An untrained network as model.json describes it."""
-    return build_model(spec["arch"], in_channels=spec["in_channels"], num_classes=spec["num_classes"],
-                       image_size=spec["image_size"], mean=spec.get("mean"), std=spec.get("std"),
-                       **spec.get("arch_args", {}))
+    """An untrained network as model.json describes it. A spec with `label: {kind, shape}` (SPEC 3, a
+    non-category label) is the backbone wrapped in the label head of that shape; its label tensors are a
+    buffer of the state_dict, zero until loaded."""
+    model = build_model(spec["arch"], in_channels=spec["in_channels"], num_classes=spec["num_classes"],
+                        image_size=spec["image_size"], mean=spec.get("mean"), std=spec.get("std"),
+                        **spec.get("arch_args", {}))
+    label = spec.get("label")
+    if label and label.get("kind") != "category":
+        from advpipe.models.label_heads import wrap_label_model  # only label models need it
+        model = wrap_label_model(model, torch.zeros(spec["num_classes"], *label["shape"]))
+    return model
 
 
 def check_fits_data(model_dir: str | os.PathLike, input_shape: tuple[int, ...], classes: list[str],

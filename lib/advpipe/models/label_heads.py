@@ -10,9 +10,9 @@ from torch import Tensor, nn
 
 from advpipe.models.base import Classifier
 
-# Label kinds of SPEC 3; `normal_dim=D` and `uniform_gap=g` (cdu890) are matched by prefix.
+# Label kinds of SPEC 3; `normal_dim=D`, `uniform_gap=g` (cdu890) and `file=path` (a user's .npy) by prefix.
 LABEL_KINDS = ("category", "speech", "shuffle", "uniform", "composite", "random", "lowdim", "bert", "glove")
-LABEL_KIND_PREFIXES = ("normal_dim", "uniform_gap")
+LABEL_KIND_PREFIXES = ("normal_dim", "uniform_gap", "file")
 
 
 def check_kind(kind: str) -> str:
@@ -108,6 +108,24 @@ class LabelModel(Classifier):
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         feats = self.body(self.normalize(x))
         return self.decode(self.head(feats)), feats
+
+
+def label_head(in_features: int, label_shape: tuple[int, ...]) -> nn.Module:
+    """The head SPEC 3 gives labels of `label_shape` (one class's tensor): VectorHead for (D,), HighDimHead for
+    (64, 64) or (48, 48). Other shapes have no head in the originals: ValueError naming the shape."""
+    shape = tuple(int(s) for s in label_shape)
+    if len(shape) == 1:
+        return VectorHead(in_features, shape[0])
+    if len(shape) == 2 and shape[0] == shape[1] and shape[0] in (64, 48):
+        return HighDimHead(in_features, shape[0])
+    raise ValueError(f"no label head for labels of shape {shape}: expected (D,) vectors or 64x64 / 48x48 images")
+
+
+def wrap_label_model(backbone: Classifier, labels: Tensor) -> LabelModel:
+    """backbone with its linear head replaced by the head for `labels` (C, *L), decoding to class scores."""
+    if not isinstance(getattr(backbone, "head", None), nn.Linear):
+        raise ValueError(f"{type(backbone).__name__} has no linear head to replace by a label head")
+    return LabelModel(backbone, label_head(backbone.head.in_features, tuple(labels.shape[1:])), labels)
 
 
 def label_loss(kind: str, labels: Tensor | None = None,

@@ -6,12 +6,13 @@ from typing import Any, Callable
 from advpipe.models.base import Classifier
 from advpipe.models.cnn import SmallCNN
 from advpipe.models.preact import PreActResNet
-from advpipe.models.resnet import ResNet18
+from advpipe.models.resnet import CifarResNet, ResNet18
 
 ARCHS: dict[str, Callable[..., Classifier]] = {
     "small_cnn": SmallCNN,
     "resnet18": ResNet18,
     "preact_resnet": PreActResNet,
+    "cifar_resnet": CifarResNet,
 }
 
 

@@ -1,4 +1,5 @@
-"""CIFAR ResNet-18 of the kuangliu design, as trained by vrapi (SPEC 1)."""
+"""CIFAR ResNets: ResNet-18 of the kuangliu design, as trained by vrapi (SPEC 1), and the bearpaw ResNet-32/110
+(16/32/64 channels) of the label-representations study (SPEC 3)."""
 from __future__ import annotations
 
 import torch.nn.functional as F
@@ -43,3 +44,15 @@ class ResNet18(Classifier):
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(cin, num_classes)
+
+
+class CifarResNet(ResNet18):
+    """bearpaw's CIFAR ResNet-(6n+2) (SPEC 3 resnet32, resnet110): conv3x3(16)-BN-ReLU, 3 stages of n
+    BasicBlocks at 16/32/64 channels (strides 1, 2, 2, 1x1 conv-BN shortcut when the shape changes, bearpaw's
+    `downsample`), global average pool (bearpaw's AvgPool2d(8) on 32x32 inputs) -> 64-d representation."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int, depth: int = 32, mean=None, std=None):
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (20, 32, 56, 110, ...), got {depth}")
+        n = (depth - 2) // 6
+        super().__init__(in_channels, num_classes, image_size, width=16, blocks=(n, n, n), mean=mean, std=std)

@@ -19,12 +19,17 @@ from advpipe.train import build_objective, evaluate_accuracy, train_classifier
 def model_spec(model_cfg: Mapping[str, Any], dataset_cfg: Mapping[str, Any], data_root: str, seed: int) -> dict:
     """What model.json records: enough to rebuild the network without the config."""
     info = dataset_info(dataset_cfg, data_root, seed)
-    norm = model_cfg["normalize"] == "dataset"
+    norm = model_cfg["normalize"]
+    if norm == "dataset":
+        mean, std = list(info.mean), list(info.std)
+    elif isinstance(norm, Mapping):  # given explicitly, e.g. SPEC 3's CIFAR std (0.2023, 0.1994, 0.2010)
+        mean, std = list(norm["mean"]), list(norm["std"])
+    else:
+        mean = std = None
     return {
         "arch": model_cfg["arch"], "arch_args": dict(model_cfg["arch_args"]),
         "in_channels": info.in_channels, "image_size": info.image_size, "num_classes": info.num_classes,
-        "classes": list(info.classes),
-        "mean": list(info.mean) if norm else None, "std": list(info.std) if norm else None,
+        "classes": list(info.classes), "mean": mean, "std": std,
         "dataset": dict(dataset_cfg), "train": dict(model_cfg["train"]),
     }
 

@@ -41,13 +41,17 @@ def make_scheduler(opt: torch.optim.Optimizer,
 
 def train_classifier(model: Classifier, x: torch.Tensor, y: torch.Tensor, recipe: Mapping[str, Any], seed: int,
                      objective: Objective = cross_entropy, log: Callable[[str], None] = print,
-                     progress: bool = True) -> list[dict[str, float]]:
+                     progress: bool = True,
+                     on_epoch_end: Callable[[int, Classifier], Mapping[str, float]] | None = None,
+                     ) -> list[dict[str, float]]:
     """Train `model` in place on x (N,C,H,W) in [0,1] and y (N,); return one log row per epoch.
 
     Shuffling and augmentation draw from one generator seeded by `seed`: same seed, same model.
     Optional recipe keys: `lr_milestones` (epochs; after each, lr *= `lr_gamma`, default 0.1) and
     `augment.pad_mode` ("zeros" or "replicate"). An objective with `epoch_log()` adds its dict to each row;
-    an objective holding state (state_dict) is saved by the caller.
+    an objective holding state (state_dict) is saved by the caller. `on_epoch_end(epoch, model)` runs after
+    each epoch (validation, best-checkpoint keeping) and its dict joins that epoch's row; it must leave the
+    training random streams alone (evaluation draws nothing).
     """
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
@@ -79,6 +83,10 @@ def train_classifier(model: Classifier, x: torch.Tensor, y: torch.Tensor, recipe
             obj_row = epoch_log()
             row.update(obj_row)
             extra = "".join(f", {k} {v:.4g}" for k, v in obj_row.items())
+        if on_epoch_end is not None:
+            end_row = dict(on_epoch_end(epoch, model))
+            row.update(end_row)
+            extra += "".join(f", {k} {v:.4g}" for k, v in end_row.items())
         rows.append(row)
         log(f"epoch {epoch}: loss {row['loss']:.4f}{extra}")
         if sched is not None:

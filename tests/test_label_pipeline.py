@@ -1,0 +1,250 @@
+"""The label-representations study's stages (SPEC 3): splits by level, best-epoch keeping, label-model
+checkpoints, the attack stage against a per-image loop, the CIFAR ResNet and the study's config checks."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from advpipe.attacks import label_attacks as la
+from advpipe.config import ConfigError, validate
+from advpipe.data.splits import validation_level_split
+from advpipe.models import build_model, load_trained, save_trained
+from advpipe.models.checkpoint import build_from_spec
+from advpipe.models.label_heads import HighDimHead, LabelModel, VectorHead, label_loss
+from advpipe.pipeline import label_attack, label_train
+from advpipe.pipeline.label_results import data_efficiency
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --- splits -----------------------------------------------------------------------------------------------
+
+def test_validation_split_is_the_originals_shuffle():
+    """First 10% of np.random.seed(s); np.random.shuffle(indices) are validation, the next level% train."""
+    np.random.seed(7)
+    indices = list(range(1000))
+    np.random.shuffle(indices)
+    train, val = validation_level_split(1000, 0.1, 20, seed=7)
+    assert val.tolist() == indices[:100]
+    assert train.tolist() == indices[100:300]
+
+
+def test_levels_are_nested_and_disjoint_from_validation():
+    val_sets, trains = [], {}
+    for level in (1, 2, 4, 8, 10, 20, 100):
+        trains[level], val = validation_level_split(5000, 0.1, level, seed=3)
+        val_sets.append(val.tolist())
+        assert len(trains[level]) == min(int(5000 * level / 100), 4500)  # cut off at the end (45k of 50k)
+        assert not set(trains[level]) & set(val)
+    assert all(v == val_sets[0] for v in val_sets)  # validation never depends on the level
+    assert trains[10].tolist() == trains[100][:500].tolist()  # smaller levels are prefixes
+    with pytest.raises(ValueError, match="level"):
+        validation_level_split(100, 0.1, 0, seed=0)
+    with pytest.raises(ValueError, match="non-empty"):
+        validation_level_split(10, 0.1, 1, seed=0)
+
+
+# --- best checkpoint ------------------------------------------------------------------------------------------
+
+class Fixed(torch.nn.Module):
+    """A 'model' whose scores and loss are set per epoch, to drive BestCheckpoint."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.correct, self.loss = 0, 0.0
+
+    def forward(self, x):
+        y = torch.arange(len(x)) % 2
+        scores = torch.nn.functional.one_hot(y, 2).float()
+        scores[self.correct:] = scores[self.correct:].flip(1)  # the first `correct` images right
+        return scores
+
+
+def test_best_checkpoint_highest_accuracy_ties_by_lower_loss():
+    model = Fixed()
+    x, y = torch.zeros(10, 1), torch.arange(10) % 2
+    best = label_train.BestCheckpoint(x, y, lambda m, xb, yb: torch.tensor(m.loss))
+    history = [(5, 1.0), (8, 2.0), (8, 1.5), (8, 1.7), (7, 0.1)]  # (correct, loss) per epoch
+    flags = []
+    for epoch, (correct, loss) in enumerate(history, 1):
+        model.correct, model.loss = correct, loss
+        model.w.data.fill_(epoch)
+        row = best(epoch, model)
+        flags.append(row["best"])
+        assert row["val_accuracy"] == correct / 10 and row["val_loss"] == pytest.approx(loss)
+    assert flags == [1.0, 1.0, 1.0, 0.0, 0.0]
+    assert best.epoch == 3 and best.accuracy == 0.8 and best.val_loss == pytest.approx(1.5)
+    assert best.state["w"].item() == 3.0  # a copy of that epoch's weights, not a reference
+
+
+# --- label models as checkpoints --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape, head", [((64, 64), HighDimHead), ((48, 48), HighDimHead), ((10,), VectorHead)])
+def test_label_model_round_trips_through_model_json(tmp_path, one_thread, shape, head):
+    spec = {"arch": "small_cnn", "arch_args": {"channels": [4, 8], "hidden": 16}, "in_channels": 1,
+            "image_size": 8, "num_classes": 10, "classes": [str(i) for i in range(10)], "mean": [0.4], "std": [0.3],
+            "label": {"name": "x", "kind": "random", "shape": list(shape)}}
+    torch.manual_seed(0)
+    model = build_from_spec(spec)
+    assert isinstance(model, LabelModel) and isinstance(model.head, head)
+    model.labels.copy_(torch.rand(10, *shape) * 80)
+    model.eval()
+    save_trained(tmp_path, model, spec)
+    loaded = load_trained(tmp_path)
+    x = torch.rand(5, 1, 8, 8)
+    assert torch.equal(loaded.labels, model.labels)
+    assert torch.equal(loaded(x), model(x)) and torch.equal(loaded.predict_label(x), model.predict_label(x))
+
+
+def test_category_spec_is_the_plain_classifier():
+    spec = {"arch": "small_cnn", "in_channels": 1, "image_size": 8, "num_classes": 10, "classes": list("abcdefghij"),
+            "label": {"name": "category", "kind": "category", "shape": [10]}}
+    assert not isinstance(build_from_spec(spec), LabelModel)
+
+
+def test_no_head_for_other_label_shapes():
+    spec = {"arch": "small_cnn", "in_channels": 1, "image_size": 8, "num_classes": 10, "classes": list("abcdefghij"),
+            "label": {"name": "x", "kind": "random", "shape": [32, 32]}}
+    with pytest.raises(ValueError, match=r"\(32, 32\)"):
+        build_from_spec(spec)
+
+
+# --- CIFAR ResNet -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("depth", [20, 32, 110])
+def test_cifar_resnet_parameter_count(depth):
+    """bearpaw's ResNet-(6n+2) with 1x1 conv-BN shortcuts, counted from its layers by hand."""
+    n = (depth - 2) // 6
+    conv = lambda cin, cout, k: cin * cout * k * k  # noqa: E731 (no conv biases)
+    bn = lambda c: 2 * c  # noqa: E731
+    total = conv(3, 16, 3) + bn(16)
+    cin = 16
+    for c in (16, 32, 64):
+        for i in range(n):
+            total += conv(cin, c, 3) + bn(c) + conv(c, c, 3) + bn(c)
+            if cin != c:
+                total += conv(cin, c, 1) + bn(c)
+            cin = c
+    total += 64 * 10 + 10
+    model = build_model("cifar_resnet", in_channels=3, num_classes=10, image_size=32, depth=depth)
+    assert sum(p.numel() for p in model.parameters()) == total
+    assert depth != 32 or total == 466906  # 0.46M, the published ResNet-32 size plus two 1x1 shortcuts
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="6n\\+2"):
+        build_model("cifar_resnet", in_channels=3, num_classes=10, image_size=32, depth=30)
+
+
+# --- the attack stage ---------------------------------------------------------------------------------------
+
+def study_config(tmp_path, **attack):
+    config = yaml.safe_load(open("config.yaml"))
+    config["results"] = str(tmp_path)
+    config["device"] = "cpu"
+    config["labels"]["backbone"]["train"]["epochs"] = 8
+    config["labels"]["attack"] = {"n_images": 40, "eps": [0, 0.1, 0.3], **attack}
+    return validate(config)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Eight-epoch category and composite-label (64x64, learns fastest) models of the default study, with their label files."""
+    tmp_path = tmp_path_factory.mktemp("labels")
+    config = study_config(tmp_path)
+    torch.set_num_threads(1)
+    for label in ("category", "composite"):
+        label_train.make_label_set(config, label, tmp_path / f"{label}.npy", log=lambda m: None)
+        label_train.train_label_model(config, label, 100, tmp_path / f"{label}.npy", tmp_path / label,
+                                      log=lambda m: None)
+    return tmp_path
+
+
+@pytest.mark.parametrize("label", ["category", "composite"])
+def test_attack_stage_equals_per_image_loop(trained, one_thread, label):
+    """The stage's batched accuracies equal SPEC 3's batch-size-1 loop, at eps 0 they equal the clean accuracy,
+    and they never exceed it."""
+    config = study_config(trained, attacks=["fgsm", "fgsm_targeted", "bim", "bim_targeted"], batch_size=16)
+    table = label_attack.run(config, label, 100, trained / label, trained / f"{label}.csv", log=lambda m: None)
+    model = load_trained(trained / label)
+    from advpipe.data import load_split
+    from advpipe.data.splits import subset
+    from advpipe.runtime import derive_seed
+    test = load_split(config["datasets"]["digits"], "test", "data", config["seed"])
+    test = subset(test, 40, derive_seed(config["seed"], "labels", "attack_subset"))
+    kind = label
+    labels = None if kind == "category" else model.labels
+    loss = label_loss(kind, labels, "per_sample")
+    forward = la.normalized_forward(model)
+    decode = (lambda o: o) if kind == "category" else model.decode
+    targets = la.random_targets(test.y, 10)
+    z_all = model.normalize(test.x)
+    for row in table.itertuples():
+        targeted = row.attack.endswith("_targeted")
+        fn = la.fgsm if row.attack.startswith("fgsm") else la.bim
+        correct = 0
+        for i in range(len(test.y)):  # one image at a time, as the original
+            z = z_all[i:i + 1]
+            cls = (targets if targeted else test.y)[i:i + 1]
+            with torch.no_grad():
+                clean_ok = decode(forward(z)).argmax(1).item() == test.y[i].item()
+            z_adv = fn(forward, z, cls, row.eps, loss, targeted=targeted)
+            with torch.no_grad():
+                correct += clean_ok and decode(forward(z_adv)).argmax(1).item() == test.y[i].item()
+        assert row.accuracy == correct / len(test.y), (row.attack, row.eps)
+        assert row.accuracy <= row.clean_accuracy
+        if row.eps == 0:
+            assert row.accuracy == row.clean_accuracy
+    assert table.clean_accuracy.iloc[0] > 0.6  # trained enough that the attacks have images to flip
+    assert table.accuracy.min() < table.clean_accuracy.iloc[0]  # and they do flip some
+
+
+def test_attack_stage_is_deterministic_and_pgd_runs(trained, one_thread):
+    config = study_config(trained, attacks=["pgd", "fgsm"])
+    a = label_attack.run(config, "composite", 100, trained / "composite", trained / "a.csv", log=lambda m: None)
+    b = label_attack.run(config, "composite", 100, trained / "composite", trained / "b.csv", log=lambda m: None)
+    assert (trained / "a.csv").read_bytes() == (trained / "b.csv").read_bytes()
+    assert list(a.attack) == ["pgd"] * 3 + ["fgsm"] * 3 and list(a.eps) == [0, 0.1, 0.3] * 2
+    assert (a.accuracy <= a.clean_accuracy).all() and a.equals(b)
+
+
+def test_trained_label_model_records_split_and_best_epoch(trained):
+    table = data_efficiency([trained / "category", trained / "composite"], trained / "eff.csv", trained / "eff")
+    assert list(table.label) == ["category", "composite"]
+    assert (table.train_images == 1131).all()  # 1257 digits training images - 126 validation
+    assert table.best_epoch.between(1, 8).all() and table.val_accuracy.between(0, 1).all()
+    log = __import__("pandas").read_csv(trained / "composite" / "train_log.csv")
+    assert list(log.columns[-3:]) == ["val_accuracy", "val_loss", "best"]
+    best = table.set_index("label").loc["composite"]
+    assert log.val_accuracy.max() == pytest.approx(best.val_accuracy) and (trained / "eff.pdf").is_file()
+
+
+# --- config ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.update(kinds=["category", "rainbow"]), "labels.kinds.1': unknown label kind 'rainbow'"),
+    (lambda s: s.update(kinds=["normal_dim=x"]), "labels.kinds.0'"),
+    (lambda s: s["attack"].update(level=50), "labels.attack.level': 50"),
+    (lambda s: s.update(levels=[0]), "labels.levels.0"),
+    (lambda s: s.update(levels=[120]), "labels.levels.0"),
+    (lambda s: s["backbone"].update(arch="vgg99"), "labels.backbone.arch'"),
+    (lambda s: s["backbone"]["train"].update(objective={"adversarial_training": True}),
+     "labels.backbone.train.objective"),
+    (lambda s: s.update(label_files={"random": "x.npy"}), "labels.label_files.random"),
+    (lambda s: s["attack"].update(attacks=["cw"]), "labels.attack.attacks.0"),
+    (lambda s: s.pop("backbone"), "labels.backbone"),
+])
+def test_bad_label_study_config_is_refused(change, message):
+    config = yaml.safe_load(open("config.yaml"))
+    change(config["labels"])
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        validate(copy.deepcopy(config))

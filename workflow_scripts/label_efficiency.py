@@ -1,0 +1,9 @@
+"""Rule label_efficiency: validation accuracy of every (label, level) model, table and figure."""
+from pathlib import Path
+
+from advpipe.jobs import start_job
+from advpipe.pipeline import label_results
+
+log = start_job(snakemake)
+label_results.data_efficiency([Path(p).parent for p in snakemake.input], snakemake.output.csv,
+                              Path(snakemake.output.pdf).with_suffix(""), dpi=snakemake.params.plot["dpi"], log=log)
