@@ -28,6 +28,7 @@ bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/bench_bim.py
 	$(BIN)/python bench/bench_score.py
+	$(BIN)/python bench/bench_label_attacks.py
 	$(BIN)/python bench/bench_plot.py
 	$(BIN)/python bench/bench_ara.py
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ sys.path.insert(0, str(ROOT))  # for tests/conftest.py: the same digits model th
 from tests.conftest import trained_digits_cnn  # noqa: E402
 
 from advpipe.metrics import ara, ara_distances, ara_subset  # noqa: E402
-from report import write_rows  # noqa: E402  (bench/report.py; the script folder is on sys.path)
+from report import time_interleaved, write_rows  # noqa: E402  (bench/report.py; the script folder is on sys.path)
 
 EPS, BATCH = 20.0, 128
 
@@ -83,13 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 "advpipe ara_distances": lambda: ara_distances(model, x, y, mode=mode, eps=EPS, steps=args.steps,
                                                                momentum=momentum, batch_size=BATCH, progress=False),
             }
-            outputs = {name: f() for name, f in impls.items()}  # warm-up, and the distances to compare
-            times: dict[str, list[float]] = {name: [] for name in impls}
-            for _ in range(args.repeats):
-                for name, f in impls.items():
-                    t0 = time.perf_counter()
-                    f()
-                    times[name].append(time.perf_counter() - t0)
+            outputs, times = time_interleaved(impls, args.repeats)
             loop = statistics.median(times["hand loop"])
             for name in impls:
                 med = statistics.median(times[name])

@@ -12,3 +12,18 @@ def write_rows(rows: list[dict], out: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     print(f"wrote {out}")
+
+
+def time_interleaved(impls: dict, repeats: int) -> tuple[dict, dict[str, list[float]]]:
+    """Run each implementation once (warm-up; its output is returned for comparison), then `repeats` timed
+    rounds with the implementations interleaved, so that load drift on a shared machine hits all alike."""
+    import time
+
+    outputs = {name: f() for name, f in impls.items()}
+    times: dict[str, list[float]] = {name: [] for name in impls}
+    for _ in range(repeats):
+        for name, f in impls.items():
+            t0 = time.perf_counter()
+            f()
+            times[name].append(time.perf_counter() - t0)
+    return outputs, times

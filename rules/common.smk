@@ -180,6 +180,12 @@ def get_label_set_params(wildcards):
                 seed=config["seed"])
 
 
+def get_label_file_input(wildcards):
+    """A user's label file (labels.label_files) is an input: a missing one fails before any job runs."""
+    kind = label_kinds_entry(wildcards.label)
+    return [kind.partition("=")[2]] if kind.startswith("file=") else []
+
+
 def label_kinds_entry(label):
     if label not in LABEL_KINDS:
         raise ValueError(f"config key 'labels': no label {label!r} (known: {sorted(LABEL_KINDS)})")

@@ -2,6 +2,8 @@
 
 
 rule label_set:
+    input:
+        get_label_file_input,
     output:
         label_set("{label}"),
     params:

@@ -41,7 +41,7 @@ def test_input_not_mutated():
 
 
 @pytest.mark.parametrize("shipped", ["config.yaml", "config/paper/vrapi.yaml", "config/paper/explanations.yaml",
-                                     "config/paper/explanations_prebuilt.yaml"])
+                                     "config/paper/explanations_prebuilt.yaml", "config/paper/labels.yaml"])
 def test_shipped_configs_are_valid(shipped):
     load(ROOT / shipped)
 
@@ -77,7 +77,7 @@ BAD = [
     ("name unusable in paths", ["models", "cnn/x"], {"dataset": "digits", "arch": "small_cnn"}, "models"),
     ("zero trials", ["vrapi", "trials"], 0, "vrapi.trials"),
     ("imagefolder without path", ["datasets", "digits"], {"source": "imagefolder"}, "datasets.digits.path"),
-    ("missing required section", ["models"], KeyError, "models"),
+    ("missing required section", ["datasets"], KeyError, "datasets"),
     ("unknown architecture argument", ["models", "cnn", "arch_args"], {"widht": 3}, "models.cnn.arch_args.widht"),
     ("unknown projection option", ["vrapi", "projection_options"], {"pca": {"foo": 1}},
      "vrapi.projection_options.pca.foo"),

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advpipe.attacks.label_attacks import (TARGET_SEED, bim, fgsm, normalized_forward, pgd, random_targets,
-                                           robust_accuracy)
+from advpipe.attacks.label_attacks import (TARGET_SEED, bim, fgsm, normalized_forward, pgd, pgd_loss,
+                                           random_targets, robust_accuracy, target_generator)
 from advpipe.models.cnn import SmallCNN
 from advpipe.models.label_heads import HighDimHead, LabelModel, VectorHead, label_loss, nearest_label_scores
 
@@ -224,18 +224,37 @@ def test_random_targets_reproduce_original_draws():
     t = random_targets(y, C)
     assert torch.all(t != y) and t.min() >= 0 and t.max() < C
     assert torch.equal(t, random_targets(y, C))  # same seed, same targets
-    gen = torch.Generator().manual_seed(TARGET_SEED)  # one generator through batches == all at once
+    gen = target_generator()  # one generator through batches == all at once
     assert torch.equal(torch.cat([random_targets(yb, C, gen) for yb in y.split(64)]), t)
-    gen = torch.Generator().manual_seed(TARGET_SEED)  # the original's loop, one draw at a time
-    ref = []
-    for label in y.tolist():
-        a = torch.randint(0, C, (1,), generator=gen)
-        while a.item() == label:
+    # The original's loop: torch.manual_seed(444), then a DataLoader at batch size 1, one draw per image.
+    with torch.random.fork_rng():
+        gen = torch.manual_seed(TARGET_SEED)
+        ref = []
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(len(y), 1), y),
+                                             batch_size=1)
+        for _, target in loader:
             a = torch.randint(0, C, (1,), generator=gen)
-        ref.append(a.item())
+            while a.item() == target.item():
+                a = torch.randint(0, C, (1,), generator=gen)
+            ref.append(a.item())
     assert t.tolist() == ref
     assert not torch.equal(random_targets(y, C, torch.Generator().manual_seed(445)), t)
     assert torch.all(random_targets(torch.tensor([0, 1, 1, 0]), 2) == torch.tensor([1, 0, 0, 1]))
+
+
+def test_pgd_loss_is_soft_target_cross_entropy():
+    """torchattacks' CrossEntropyLoss(outputs, label tensor), per image: -sum_c t_c log softmax(o)_c over dim 1,
+    averaged over the other axes."""
+    labels = random_labels((64, 64))
+    out = torch.randn(3, 64, 64)
+    y = torch.tensor([2, 0, 9])
+    ref = -(labels[y] * out.log_softmax(1)).sum(1).mean(1)
+    assert torch.allclose(pgd_loss(labels)(out, y), ref, atol=1e-4)
+    vec = random_labels((10,))
+    out = torch.randn(3, 10)
+    assert torch.allclose(pgd_loss(vec)(out, y), -(vec[y] * out.log_softmax(1)).sum(1), atol=1e-4)
+    logits = torch.randn(3, C)
+    assert torch.allclose(pgd_loss()(logits, y), F.cross_entropy(logits, y, reduction="none"))
 
 
 def test_pgd(one_thread):

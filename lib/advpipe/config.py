@@ -147,6 +147,12 @@ def _check_labels(study: Mapping[str, Any], config: Mapping[str, Any]) -> list[s
             problems.append(f"config key 'labels.kinds.{i}': give label files a name under labels.label_files")
     for name in sorted(set(study["label_files"]) & set(study["kinds"])):
         problems.append(f"config key 'labels.label_files.{name}': the name {name!r} is also a label kind")
+    from advpipe.labels.study import format_level
+
+    for i, lvl in enumerate(study["levels"]):
+        if float(format_level(lvl)) != lvl:  # the level is written into paths and read back from them
+            problems.append(f"config key 'labels.levels.{i}': {lvl} has more digits than a path keeps "
+                            f"({format_level(lvl)}); expected at most 6 significant digits")
     level = study["attack"].get("level")
     if level is not None and level not in study["levels"]:
         problems.append(f"config key 'labels.attack.level': {level} is not one of labels.levels {study['levels']}")

@@ -43,9 +43,17 @@ def input_gradient(forward: Forward, z: Tensor, classes: Tensor, loss_fn: LossFn
     return grad
 
 
+def target_generator() -> torch.Generator:
+    """The CPU generator the original's targets come from: `torch.manual_seed(444)`, then one draw taken by
+    `for data, target in test_loader` (a DataLoader iterator draws its workers' base seed on creation)."""
+    gen = torch.Generator().manual_seed(TARGET_SEED)
+    torch.empty((), dtype=torch.int64).random_(generator=gen)
+    return gen
+
+
 def random_targets(y: Tensor, num_classes: int, generator: torch.Generator | None = None) -> Tensor:
     """One random target != y per image, drawn EXACTLY as the original: for each image in order,
-    randint(0, C, (1,)) from a CPU generator (default: seeded 444), redrawn while it equals y.
+    randint(0, C, (1,)) from a CPU generator (default: target_generator()), redrawn while it equals y.
 
     Reproduces the original's sequence (so its numbers), not only its distribution (uniform over the other
     classes). The loop is over integer draws only (microseconds each). Pass one generator through all batches
@@ -53,7 +61,7 @@ def random_targets(y: Tensor, num_classes: int, generator: torch.Generator | Non
     """
     if num_classes < 2:
         raise ValueError(f"targeted attacks need >= 2 classes, got {num_classes}")
-    gen = torch.Generator().manual_seed(TARGET_SEED) if generator is None else generator
+    gen = target_generator() if generator is None else generator
     out = []
     for label in y.tolist():
         t = int(torch.randint(0, num_classes, (1,), generator=gen))
@@ -61,6 +69,20 @@ def random_targets(y: Tensor, num_classes: int, generator: torch.Generator | Non
             t = int(torch.randint(0, num_classes, (1,), generator=gen))
         out.append(t)
     return torch.tensor(out, dtype=torch.int64, device=y.device)
+
+
+def pgd_loss(labels: Tensor | None = None) -> LossFn:
+    """torchattacks.PGD's loss per sample: CrossEntropyLoss(outputs, target). cdu890 handed it the class index
+    for category models and the label TENSOR for label models, which CE reads as soft targets over dim 1
+    (the 64 rows of a 64x64 output, the D entries of a vector); the rest is averaged per image."""
+    if labels is None:
+        return cross_entropy_per_sample
+
+    def loss(output: Tensor, y: Tensor) -> Tensor:
+        target = labels.to(output.device, output.dtype)[y]
+        ce = F.cross_entropy(output, target, reduction="none")
+        return ce.flatten(1).mean(1) if ce.dim() > 1 else ce
+    return loss
 
 
 def _per_image(v: Tensor, fn) -> Tensor:

@@ -37,6 +37,7 @@ def attack_fn(name: str, cfg: Mapping[str, Any]) -> Callable[..., torch.Tensor]:
     if name == "pgd":
         clamp = (0.0, 1.0) if cfg["pgd_clamp"] else None
         alpha = parse_fraction(cfg["pgd_alpha"], "labels.attack.pgd_alpha")
+        # `loss` is ignored: PGD has torchattacks' cross-entropy, bound by the caller through la.pgd_loss.
         return lambda f, z, c, eps, loss, gen: la.pgd(f, z, c, eps, alpha=alpha, steps=cfg["pgd_steps"],
                                                       loss_fn=loss, generator=gen, clamp_range=clamp)
     raise KeyError(f"unknown label attack {name!r}; known: {list(ATTACKS)}")
@@ -46,8 +47,10 @@ def run(config: Mapping[str, Any], label: str, level: float, model_dir: str | os
         log=print) -> pd.DataFrame:
     """Attack the (label, level) model in model_dir on the study's test images; write and return the table.
 
-    Accuracy = #(initially correct AND correct after the attack) / N. The targets of the targeted attacks
-    are drawn once for the test images (generator seeded 444, in image order) and shared by every eps.
+    Accuracy = #(initially correct AND correct after the attack) / N. As the original, eps 0 is not attacked
+    (its accuracy is the clean one, even for PGD, whose [0,1] clamp would otherwise change the input). The
+    targets of the targeted attacks are drawn once for the test images, as the original's per-attack
+    `torch.manual_seed(444)` + test-loader loop does, and so are the same at every eps.
     """
     study = config["labels"]
     cfg = study["attack"]
@@ -64,6 +67,7 @@ def run(config: Mapping[str, Any], label: str, level: float, model_dir: str | os
     kind = spec.get("label", {}).get("kind", "category")
     labels = getattr(model, "labels", None) if kind != "category" else None
     loss_fn = label_loss(kind, labels, reduction="per_sample")
+    ce_loss = la.pgd_loss(labels)
     forward = la.normalized_forward(model)
     decode = model.decode if kind != "category" else (lambda out: out)
     bs = cfg["batch_size"]
@@ -80,10 +84,12 @@ def run(config: Mapping[str, Any], label: str, level: float, model_dir: str | os
     for name, eps in tqdm(grid, desc=f"attacks {label}", unit="run"):
         fn = attack_fn(name, cfg)
         classes = targets if name.endswith("_targeted") else y
-        gen = torch.Generator(device=device).manual_seed(derive_seed(config["seed"], "labels", "pgd", label, eps))
-        still = []
-        for i in range(0, len(y), bs):
-            z_adv = fn(forward, z[i:i + bs], classes[i:i + bs], float(eps), loss_fn, gen)
+        loss = ce_loss if name == "pgd" else loss_fn
+        gen = torch.Generator(device=device).manual_seed(
+            derive_seed(config["seed"], "labels", "pgd", label, float(eps)))
+        still = [clean] if eps == 0 else []
+        for i in range(0, len(y) if eps else 0, bs):
+            z_adv = fn(forward, z[i:i + bs], classes[i:i + bs], float(eps), loss, gen)
             with torch.no_grad():
                 still.append(decode(forward(z_adv)).argmax(1) == y[i:i + bs])
         acc = la.robust_accuracy(clean, torch.cat(still))

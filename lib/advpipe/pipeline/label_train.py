@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -44,11 +44,13 @@ def make_label_set(config: Mapping[str, Any], label: str, out_path: str | os.Pat
 
 class BestCheckpoint:
     """Validation after every epoch; keeps the state of the best epoch: highest validation accuracy, ties
-    broken by lower validation loss (label_representations train.py). Draws no random numbers."""
+    broken by lower validation loss (label_representations train.py). Draws no random numbers.
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, loss: Callable[[Classifier, torch.Tensor, torch.Tensor],
-                                                                         torch.Tensor], batch_size: int = 1000):
-        self.x, self.y, self.loss, self.batch_size = x, y, loss, batch_size
+    `objective` = (raw(model, x) -> output, loss(output, y) -> mean loss, scores(model, output) -> (B, C)),
+    so one forward pass per batch gives both the accuracy and the loss."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, objective: "LabelObjective", batch_size: int = 1000):
+        self.x, self.y, self.objective, self.batch_size = x, y, objective, batch_size
         self.accuracy, self.val_loss, self.epoch, self.state = -1.0, float("inf"), 0, None
 
     @torch.no_grad()
@@ -60,8 +62,9 @@ class BestCheckpoint:
         for start in range(0, len(self.y), self.batch_size):
             xb = self.x[start:start + self.batch_size].to(device)
             yb = self.y[start:start + self.batch_size].to(device)
-            correct += (model(xb).argmax(1) == yb).sum().item()
-            loss_sum += self.loss(model, xb, yb).item() * len(yb)
+            out = self.objective.raw(model, xb)
+            correct += (self.objective.scores(model, out).argmax(1) == yb).sum().item()
+            loss_sum += self.objective.loss(out, yb).item() * len(yb)
         return correct / len(self.y), loss_sum / len(self.y)
 
     def __call__(self, epoch: int, model: Classifier) -> dict[str, float]:
@@ -73,12 +76,22 @@ class BestCheckpoint:
         return {"val_accuracy": acc, "val_loss": loss, "best": float(best)}
 
 
-def label_objective(kind: str, labels: torch.Tensor | None):
-    """The training loss of SPEC 3: CE on the logits for category, SmoothL1 to the class label otherwise."""
-    loss = label_loss(kind, labels)
-    if kind == "category":
-        return lambda m, x, y: loss(m(x), y)
-    return lambda m, x, y: loss(m.predict_label(x), y)
+class LabelObjective:
+    """The training loss of SPEC 3 as a train-loop objective: CE on the logits for category, SmoothL1 between
+    the label-space output and the class's label otherwise."""
+
+    def __init__(self, kind: str, labels: torch.Tensor | None):
+        self.category = kind == "category"
+        self.loss = label_loss(kind, None if self.category else labels)
+
+    def raw(self, model: Classifier, x: torch.Tensor) -> torch.Tensor:
+        return model(x) if self.category else model.predict_label(x)
+
+    def scores(self, model: Classifier, out: torch.Tensor) -> torch.Tensor:
+        return out if self.category else model.decode(out)
+
+    def __call__(self, model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.loss(self.raw(model, x), y)
 
 
 def train_label_model(config: Mapping[str, Any], label: str, level: float, label_path: str | os.PathLike,
@@ -109,7 +122,11 @@ def train_label_model(config: Mapping[str, Any], label: str, level: float, label
     log(f"label {label} ({kind}), level {format_level(level)}%: {backbone['arch']} on {len(train)} images, "
         f"{len(val)} held out for validation")
 
-    objective = label_objective(kind, None if kind == "category" else labels)
+    if len(train) % backbone["train"]["batch_size"] == 1:  # BatchNorm cannot train on a batch of one
+        raise ValueError(f"label {label} level {format_level(level)}: {len(train)} training images leave a last "
+                         f"batch of one image at batch_size {backbone['train']['batch_size']}; change "
+                         "labels.backbone.train.batch_size or the level")
+    objective = LabelObjective(kind, labels)
     best = BestCheckpoint(val.x, val.y, objective)
     rows = train_classifier(model, train.x, train.y, backbone["train"], seed, objective=objective, log=log,
                             on_epoch_end=best)

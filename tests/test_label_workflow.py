@@ -1,0 +1,123 @@
+"""The label-representations study through real Snakemake: a small study end to end, a user's label file,
+and the job counts of the paper config."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from wf import ROOT, job_counts, snakemake
+
+KINDS = ["category", "composite", "lowdim"]
+ATTACKS = ["fgsm", "bim_targeted", "pgd"]
+EPS = [0, 0.1, 0.3]
+
+
+def study_config(tmp_path, label_file) -> str:
+    config = {
+        "datasets": {"digits": {"source": "digits"}},
+        "vrapi": {"enabled": False},
+        "explanations": {"enabled": False},
+        "device": "cpu",
+        "labels": {
+            "backbone": {"dataset": "digits", "arch": "small_cnn", "arch_args": {"channels": [8, 16], "hidden": 32},
+                         "normalize": "dataset",
+                         "train": {"epochs": 3, "optimizer": "sgd", "lr": 0.05, "weight_decay": 0.0001,
+                                   "augment": {"crop_padding": 1, "hflip": False}}},
+            "kinds": KINDS,
+            "label_files": {"mine": str(label_file)},
+            "levels": [100, 50],
+            "attack": {"n_images": 60, "eps": EPS, "attacks": ATTACKS},
+        },
+    }
+    path = tmp_path / "labels.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("label_study")
+    label_file = tmp_path / "mine.npy"
+    np.save(label_file, np.random.default_rng(0).uniform(0, 80, (10, 5)).astype(np.float32))
+    config = study_config(tmp_path, label_file)
+    out = snakemake(tmp_path, "labels", configfile=config)
+    return tmp_path, config, out
+
+
+@pytest.mark.slow
+def test_study_jobs_and_outputs(study):
+    workdir, _, out = study
+    labels = KINDS + ["mine"]
+    assert job_counts(out.stdout + out.stderr) == {
+        "label_set": 4, "label_train": 8, "label_attack": 4, "label_stats": 1, "label_attack_table": 1,
+        "label_efficiency": 1, "labels": 1, "total": 20}
+    r = workdir / "results"
+    for path in [*(f"figures/labels/accuracy_vs_eps_{a}" for a in ATTACKS), "figures/labels/label_images",
+                 "figures/labels/data_efficiency"]:
+        for ext in ("pdf", "png"):
+            assert (r / f"{path}.{ext}").stat().st_size > 1000
+    # Every job has its log and benchmark.
+    for label in labels:
+        assert (workdir / f"logs/labels/set/{label}.log").is_file()
+        assert (workdir / f"logs/labels/attack/{label}.log").is_file()
+        for level in (100, 50):
+            assert (workdir / f"benchmarks/labels/train/{label}/level{level}.tsv").is_file()
+
+
+@pytest.mark.slow
+def test_study_tables(study):
+    workdir, _, _ = study
+    r = workdir / "results/labels"
+    attacks = pd.read_csv(r / "attacks.csv")
+    assert len(attacks) == 4 * len(ATTACKS) * len(EPS)
+    assert set(attacks.label) == {*KINDS, "mine"} and (attacks.level == 100).all() and (attacks.n_images == 60).all()
+    assert (attacks.accuracy <= attacks.clean_accuracy).all()
+    no_attack = attacks[(attacks.eps == 0) & (attacks.attack != "pgd")]  # PGD's [0,1] clamp changes z even at 0
+    assert (no_attack.accuracy == no_attack.clean_accuracy).all()
+
+    eff = pd.read_csv(r / "data_efficiency.csv")
+    assert len(eff) == 8 and set(eff.level) == {100, 50}
+    # 1257 training images: 126 held out, then int(1257 * level / 100) taken.
+    assert set(eff.train_images) == {1131, 628}
+    assert eff.val_accuracy.between(0, 1).all() and eff.best_epoch.between(1, 3).all()
+
+    stats = pd.read_csv(r / "label_stats.csv").set_index("label")
+    assert stats.loc["category", "entropy"] == pytest.approx(0.469, abs=1e-3)  # SPEC 3 table: 0.47
+    assert stats.loc["composite", "shape"] == "10x64x64" and stats.loc["mine", "shape"] == "10x5"
+    assert stats.loc["mine", "entropy"] == pytest.approx(np.log2(5))  # 5 distinct values per class
+
+
+@pytest.mark.slow
+def test_user_label_file_is_used_as_given(study):
+    workdir, _, _ = study
+    from advpipe.models import load_trained
+
+    model = load_trained(workdir / "results/labels/models/mine/level100")
+    assert np.array_equal(model.labels.numpy(), np.load(workdir / "mine.npy"))
+    assert np.array_equal(np.load(workdir / "results/labels/sets/mine.npy"), np.load(workdir / "mine.npy"))
+
+
+@pytest.mark.slow
+def test_study_rerun_has_nothing_to_do(study):
+    workdir, config, _ = study
+    out = snakemake(workdir, "labels", "--dry-run", configfile=config)
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_missing_label_file_fails_before_any_job(tmp_path):
+    config = study_config(tmp_path, tmp_path / "absent.npy")
+    out = snakemake(tmp_path, "labels", "--dry-run", configfile=config, check=False)
+    assert out.returncode != 0
+    assert "absent.npy" in out.stdout + out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_paper_config_dry_run_job_counts(tmp_path):
+    out = snakemake(tmp_path, "--dry-run", configfile=ROOT / "config/paper/labels.yaml")
+    # 22 label kinds (7 of the paper, 11 normal_dim, 4 uniform_gap) x 7 levels trained; the full-data models
+    # attacked; one table of each kind.
+    assert job_counts(out.stdout) == {"all": 1, "label_set": 22, "label_train": 154, "label_attack": 22,
+                                      "label_stats": 1, "label_attack_table": 1, "label_efficiency": 1,
+                                      "total": 202}
