@@ -105,7 +105,8 @@ def labels_targets():
         return []
     figures = f"{R}/figures/labels"
     attacks = [f"{figures}/accuracy_vs_eps_{a}.{ext}" for a in LABELS["attack"]["attacks"] for ext in ("pdf", "png")]
-    return [f"{R}/labels/label_stats.csv", f"{R}/labels/attacks.csv", f"{R}/labels/data_efficiency.csv"] + attacks + [
+    dumps = [f"{R}/labels/attacks/{name}.h5" for name in LABEL_KINDS]  # listed: see vrapi_targets
+    return [f"{R}/labels/label_stats.csv", f"{R}/labels/attacks.csv", f"{R}/labels/data_efficiency.csv"] + dumps + attacks + [
         f"{figures}/{name}.{ext}" for name in ("label_images", "data_efficiency") for ext in ("pdf", "png")]
 
 

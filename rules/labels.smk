@@ -71,7 +71,8 @@ rule label_attack:
     input:
         unpack(get_label_attack_inputs),
     output:
-        label_attacks_csv("{label}"),
+        csv=label_attacks_csv("{label}"),
+        h5=f"{R}/labels/attacks/{{label}}.h5",
     params:
         section=get_label_attack_params,
     log:

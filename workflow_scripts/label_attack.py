@@ -6,4 +6,4 @@ from advpipe.pipeline import label_attack
 
 log = start_job(snakemake)
 label_attack.run(snakemake.config, snakemake.wildcards.label, snakemake.params.section["level"],
-                 Path(snakemake.input.model).parent, snakemake.output[0], log=log)
+                 Path(snakemake.input.model).parent, snakemake.output.csv, snakemake.output.h5, log=log)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -14,6 +15,7 @@ from advpipe.attacks.base import parse_fraction
 from advpipe.config import entry
 from advpipe.data import load_split
 from advpipe.data.splits import subset
+from advpipe.io.h5 import provenance, write_dump
 from advpipe.io.tables import write_csv
 from advpipe.models import load_trained
 from advpipe.models.checkpoint import check_fits_data, read_spec
@@ -37,15 +39,17 @@ def attack_fn(name: str, cfg: Mapping[str, Any]) -> Callable[..., torch.Tensor]:
     if name == "pgd":
         clamp = (0.0, 1.0) if cfg["pgd_clamp"] else None
         alpha = parse_fraction(cfg["pgd_alpha"], "labels.attack.pgd_alpha")
-        # `loss` is ignored: PGD has torchattacks' cross-entropy, bound by the caller through la.pgd_loss.
+        # PGD takes torchattacks' cross-entropy: the caller passes la.pgd_loss as `loss` for it.
         return lambda f, z, c, eps, loss, gen: la.pgd(f, z, c, eps, alpha=alpha, steps=cfg["pgd_steps"],
                                                       loss_fn=loss, generator=gen, clamp_range=clamp)
     raise KeyError(f"unknown label attack {name!r}; known: {list(ATTACKS)}")
 
 
 def run(config: Mapping[str, Any], label: str, level: float, model_dir: str | os.PathLike, out_csv: str,
-        log=print) -> pd.DataFrame:
-    """Attack the (label, level) model in model_dir on the study's test images; write and return the table.
+        out_h5: str | os.PathLike | None = None, log=print) -> pd.DataFrame:
+    """Attack the (label, level) model in model_dir on the study's test images; write and return the table,
+    and (out_h5) the per-image dump: `index`, `label`, `target`, `clean_correct` and per attack
+    `correct_<attack>` (N, K): correct after the attack at each of the K eps (attrs `eps`).
 
     Accuracy = #(initially correct AND correct after the attack) / N. As the original, eps 0 is not attacked
     (its accuracy is the clean one, even for PGD, whose [0,1] clamp would otherwise change the input). The
@@ -79,7 +83,7 @@ def run(config: Mapping[str, Any], label: str, level: float, model_dir: str | os
         clean = torch.cat([decode(forward(z[i:i + bs])).argmax(1) for i in range(0, len(y), bs)]) == y
     clean_acc = clean.sum().item() / len(y)
     log(f"label {label} ({kind}) level {level}: clean accuracy {clean_acc:.4f} on {len(y)} test images")
-    rows = []
+    rows, correct = [], {a: [] for a in cfg["attacks"]}
     grid = [(a, eps) for a in cfg["attacks"] for eps in cfg["eps"]]
     for name, eps in tqdm(grid, desc=f"attacks {label}", unit="run"):
         fn = attack_fn(name, cfg)
@@ -92,10 +96,19 @@ def run(config: Mapping[str, Any], label: str, level: float, model_dir: str | os
             z_adv = fn(forward, z[i:i + bs], classes[i:i + bs], float(eps), loss, gen)
             with torch.no_grad():
                 still.append(decode(forward(z_adv)).argmax(1) == y[i:i + bs])
-        acc = la.robust_accuracy(clean, torch.cat(still))
+        still = torch.cat(still)
+        correct[name].append(still.cpu().numpy())
+        acc = la.robust_accuracy(clean, still)
         rows.append({"label": label, "level": float(level), "attack": name, "eps": float(eps), "accuracy": acc,
                      "clean_accuracy": clean_acc, "n_images": len(y)})
         log(f"{name} eps {eps:g}: accuracy {acc:.4f}")
     table = pd.DataFrame(rows, columns=COLUMNS)
-    write_csv(table, out_csv)
+    if out_h5 is not None:
+        arrays = {"index": test.index, "label": test.y.numpy(), "target": targets.cpu().numpy(),
+                  "clean_correct": clean.cpu().numpy()}
+        arrays.update({f"correct_{a}": np.stack(masks, 1) for a, masks in correct.items()})
+        attrs = provenance({"labels": {k: study[k] for k in ("backbone", "attack", "validation_fraction")},
+                            "label": label, "level": float(level)}, config["seed"])
+        write_dump(out_h5, arrays, {**attrs, "eps": np.asarray(cfg["eps"], dtype=np.float64)})
+    write_csv(table, out_csv)  # last: the table marks the job complete
     return table
