@@ -42,6 +42,21 @@ def make_label_set(config: Mapping[str, Any], label: str, out_path: str | os.Pat
     return labels
 
 
+@torch.no_grad()
+def evaluate(model: Classifier, x: torch.Tensor, y: torch.Tensor, objective: "LabelObjective",
+             batch_size: int = 1000) -> tuple[float, float]:
+    """(accuracy, mean loss per image) of `model` on (x, y) in eval mode, one forward pass per batch."""
+    model.eval()
+    device = next(model.parameters()).device
+    correct, loss_sum = 0, 0.0
+    for start in range(0, len(y), batch_size):
+        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+        out = objective.raw(model, xb)
+        correct += (objective.scores(model, out).argmax(1) == yb).sum().item()
+        loss_sum += objective.loss(out, yb).item() * len(yb)
+    return correct / len(y), loss_sum / len(y)
+
+
 class BestCheckpoint:
     """Validation after every epoch; keeps the state of the best epoch: highest validation accuracy, ties
     broken by lower validation loss (label_representations train.py). Draws no random numbers.
@@ -53,22 +68,8 @@ class BestCheckpoint:
         self.x, self.y, self.objective, self.batch_size = x, y, objective, batch_size
         self.accuracy, self.val_loss, self.epoch, self.state = -1.0, float("inf"), 0, None
 
-    @torch.no_grad()
-    def evaluate(self, model: Classifier) -> tuple[float, float]:
-        """(accuracy, mean loss per image) on the validation set, in eval mode."""
-        model.eval()
-        device = next(model.parameters()).device
-        correct, loss_sum = 0, 0.0
-        for start in range(0, len(self.y), self.batch_size):
-            xb = self.x[start:start + self.batch_size].to(device)
-            yb = self.y[start:start + self.batch_size].to(device)
-            out = self.objective.raw(model, xb)
-            correct += (self.objective.scores(model, out).argmax(1) == yb).sum().item()
-            loss_sum += self.objective.loss(out, yb).item() * len(yb)
-        return correct / len(self.y), loss_sum / len(self.y)
-
     def __call__(self, epoch: int, model: Classifier) -> dict[str, float]:
-        acc, loss = self.evaluate(model)
+        acc, loss = evaluate(model, self.x, self.y, self.objective, self.batch_size)
         best = acc > self.accuracy or (acc == self.accuracy and loss < self.val_loss)
         if best:
             self.accuracy, self.val_loss, self.epoch = acc, loss, epoch
@@ -133,7 +134,7 @@ def train_label_model(config: Mapping[str, Any], label: str, level: float, label
     model.load_state_dict(best.state)
     model.eval()
     test = load_split(dataset_cfg, "test", config["data_root"], config["seed"])
-    test_acc, test_loss = BestCheckpoint(test.x, test.y, objective).evaluate(model)
+    test_acc, test_loss = evaluate(model, test.x, test.y, objective)
     spec["metrics"] = {"best_epoch": best.epoch, "val_accuracy": best.accuracy, "val_loss": best.val_loss,
                        "test_accuracy": test_acc, "test_loss": test_loss}
     log(f"best epoch {best.epoch}: {spec['metrics']}")
