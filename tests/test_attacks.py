@@ -128,12 +128,12 @@ def test_random_start_is_seeded(correct):
     assert torch.equal(r1.x_adv, r2.x_adv)
 
 
-def test_clip_iterates_false_lets_iterates_leave_the_box(correct):
+def test_clamp_none_lets_iterates_leave_the_box(correct):
     # vrapi passed no clip range to cleverhans: pixels at 0 are pushed below 0 (the gradient is taken there)
     # and only the final result is clipped, so the result can differ from the clipped iteration.
     model, x, y = correct
     clipped = BIM(eps=0.1, step_size=0.02, steps=10, quantize=False)(model, x, y).x_adv
-    free = BIM(eps=0.1, step_size=0.02, steps=10, quantize=False, clip_iterates=False)(model, x, y).x_adv
+    free = BIM(eps=0.1, step_size=0.02, steps=10, quantize=False, clamp="none")(model, x, y).x_adv
     assert free.min() >= 0 and free.max() <= 1 and (free - x).abs().max() <= 0.1 + 1e-6
     assert not torch.equal(clipped, free)
 
@@ -164,13 +164,28 @@ def test_attack_leaves_model_alone_and_works_under_no_grad(correct):
 def test_bad_inputs_are_refused(correct):
     model, x, y = correct
     attack = FGSM(eps=EPS)
-    with pytest.raises(ValueError, match="training mode"):
-        attack(model.train(), x, y)
-    model.eval()
     with pytest.raises(ValueError, match=r"\[0,1\]"):
         attack(model, x * 2, y)
     with pytest.raises(ValueError, match="int64"):
         attack(model, x, y.int())
+
+
+def test_attack_inside_training_leaves_batchnorm_statistics_alone():
+    # An attack inside training (adversarial training, ALP) runs BatchNorm on its running statistics and does not
+    # update them: the result equals the eval-mode attack, the statistics are unchanged, train mode is restored.
+    from advpipe.models.preact import PreActResNet
+    torch.manual_seed(0)
+    model = PreActResNet(in_channels=1, num_classes=10, image_size=8, depth=8, width=4)
+    with torch.no_grad():  # non-trivial running statistics
+        model.train()(torch.rand(64, 1, 8, 8))
+    x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    attack = build_attack({"method": "pgd", "eps": 0.1, "steps": 3, "quantize": False})
+    expected = attack(model.eval(), x, y).x_adv
+    stats = {k: v.clone() for k, v in model.state_dict().items()}
+    got = attack(model.train(), x, y).x_adv
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
+    assert torch.equal(got, expected)
 
 
 # ---- C&W L2 -------------------------------------------------------------------------------------------
@@ -254,7 +269,7 @@ def test_cw_warm_start_variant_runs(correct):
 # ---- config -------------------------------------------------------------------------------------------
 
 def test_build_attack_defaults_and_registry():
-    assert set(ATTACKS) == {"fgsm", "bim", "cw", "search"}
+    assert set(ATTACKS) == {"fgsm", "bim", "pgd", "cw", "search"}
     cw = build_attack({"method": "cw"})
     assert (cw.learning_rate, cw.confidence, cw.initial_const, cw.binary_search_steps, cw.max_iterations,
             cw.abort_early) == (5e-3, 0.0, 1e-2, 5, 1000, True)

@@ -23,7 +23,7 @@ def test_defaults_filled_from_schema():
     cfg = validate(base())
     assert cfg["seed"] == 0 and cfg["results"] == "results"
     assert cfg["attacks"]["fgsm"] == {"method": "fgsm", "batch_size": 1000, "norm": "linf", "eps": "3/255",
-                                      "quantize": True}
+                                      "space": "pixels", "loss": "ce", "clamp": "box"}
     assert cfg["attacks"]["cw"]["max_iterations"] == 1000 and cfg["attacks"]["cw"]["initial_const"] == 0.01
     assert cfg["models"]["cnn"]["train"]["augment"] == {"crop_padding": 4, "pad_mode": "zeros", "hflip": True}
     objective = cfg["models"]["cnn"]["train"]["objective"]  # SPEC 2's constants are the defaults
@@ -66,7 +66,7 @@ BAD = [
     ("malformed eps fraction", ["attacks", "fgsm", "eps"], "3/0", "attacks.fgsm.eps"),
     ("unknown attack method", ["attacks", "fgsm", "method"], "deepfool", "attacks.fgsm.method"),
     ("parameter of another attack", ["attacks", "fgsm", "steps"], 10, "attacks.fgsm.steps"),
-    ("wrong threat model norm", ["attacks", "fgsm", "norm"], "l2", "attacks.fgsm.norm"),
+    ("wrong threat model norm", ["attacks", "fgsm", "norm"], "l1", "attacks.fgsm.norm"),
     ("unknown projection", ["vrapi", "projections"], ["pca", "isomap"], "vrapi.projections.1"),
     ("unknown architecture", ["models", "cnn", "arch"], "vgg99", "models.cnn.arch"),
     ("model with a missing dataset", ["models", "cnn", "dataset"], "mnist", "models.cnn.dataset"),

@@ -201,3 +201,51 @@ def test_speech_and_shuffle_labels():
     np.testing.assert_array_equal(shuffled, make_labels("shuffle", 10, 1, CIFAR10_SPEECH_NAMES))
     assert not np.array_equal(make_labels("shuffle", 10, 1, CIFAR10_SPEECH_NAMES, permutation_seed=None),
                               make_labels("shuffle", 10, 2, CIFAR10_SPEECH_NAMES, permutation_seed=None))
+
+
+# SPEC 3, speech row: the TTS speaks "Airplane", "Car", ... (the original's names), not the dataset's classes.
+SPEC3_SPOKEN = ["Airplane", "Car", "Bird", "Cat", "Deer", "Dog", "Frog", "Horse", "Ship", "Truck"]
+TORCHVISION_CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture
+def spoken(monkeypatch):
+    """Record the words handed to the synthesizer (no espeak-ng needed); each gets a short noise burst."""
+    words = []
+
+    def fake_synthesize(text, voice=None):
+        words.append(text)
+        return np.random.default_rng(len(words)).uniform(-0.5, 0.5, 11025), 22050
+
+    monkeypatch.setattr("advpipe.labels.speech.synthesize", fake_synthesize)
+    return words
+
+
+@pytest.mark.parametrize("kind", ["speech", "shuffle"])
+def test_cifar10_speech_speaks_spec3_names(spoken, kind):
+    labels = make_labels(kind, 10, 0, TORCHVISION_CIFAR10)
+    assert spoken == SPEC3_SPOKEN
+    assert labels.shape == (10, 64, 64)
+    assert CIFAR10_SPEECH_NAMES == SPEC3_SPOKEN
+
+
+def test_speech_names_of_other_datasets_are_kept(spoken):
+    names = ["0 - zero", "1 - one", "2 - two"]
+    make_labels("speech", 3, 0, names)
+    assert spoken == names
+    spoken.clear()
+    make_labels("speech", 10, 0, SPEC3_SPOKEN)  # already SPEC 3's names: spoken as given
+    assert spoken == SPEC3_SPOKEN
+
+
+def test_speech_audio_dir_reads_spoken_name_then_class_name(tmp_path, monkeypatch):
+    from scipy.io import wavfile
+
+    monkeypatch.setattr("advpipe.labels.speech.synthesize", lambda *a, **k: pytest.fail("no TTS with audio_dir"))
+    for i, name in enumerate(SPEC3_SPOKEN[:-1] + ["truck"]):  # Car.wav by SPEC 3's name, truck.wav by class
+        wave = np.random.default_rng(i).uniform(-0.5, 0.5, 11025)
+        wavfile.write(tmp_path / f"{name}.wav", 22050, (wave * 32767).astype(np.int16))
+    assert make_labels("speech", 10, 0, TORCHVISION_CIFAR10, audio_dir=tmp_path).shape == (10, 64, 64)
+    (tmp_path / "Car.wav").unlink()
+    with pytest.raises(LabelError, match="Car.wav or .*automobile.wav"):
+        make_labels("speech", 10, 0, TORCHVISION_CIFAR10, audio_dir=tmp_path)

@@ -1,10 +1,15 @@
-"""Attacks behind one interface (DESIGN): build from config with build_attack, run on (classifier, x, y)."""
-from advpipe.attacks.base import ATTACKS, Attack, AttackResult, build_attack, parse_fraction, register
+"""The attack engine (DESIGN "Attack"): attacks configured once (eps or an eps grid, norm, steps, loss hook,
+criterion, input space), built from config with build_attack, run on (classifier, x, y) in batches."""
+from advpipe.attacks.base import (ATTACKS, Attack, AttackContext, AttackResult, build_attack, frozen_norm_stats,
+                                  parse_eps, parse_fraction, register)
+from advpipe.attacks.criteria import Criterion, build_criterion, random_targets
 from advpipe.attacks.cw import CarliniWagnerL2
-from advpipe.attacks.gradient import BIM, FGSM, quantize_to_grid, sign_gradient_steps
+from advpipe.attacks.gradient import BIM, FGSM, PGD, GradientAttack, quantize_to_grid
+from advpipe.attacks.losses import make_loss
 from advpipe.attacks.norms import perturbation_norms
 from advpipe.attacks.search import PerturbationSearch, SearchResult, perturbation_search, rms, step_sizes
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "BIM", "CarliniWagnerL2", "FGSM", "PerturbationSearch",
-           "SearchResult", "build_attack", "parse_fraction", "perturbation_norms", "perturbation_search",
-           "quantize_to_grid", "register", "rms", "sign_gradient_steps", "step_sizes"]
+__all__ = ["ATTACKS", "Attack", "AttackContext", "AttackResult", "BIM", "CarliniWagnerL2", "Criterion", "FGSM", "PGD",
+           "GradientAttack", "PerturbationSearch", "SearchResult", "build_attack", "build_criterion",
+           "frozen_norm_stats", "make_loss", "parse_eps", "parse_fraction", "perturbation_norms",
+           "perturbation_search", "quantize_to_grid", "random_targets", "register", "rms", "step_sizes"]

@@ -1,12 +1,15 @@
 """Carlini-Wagner L2, batched, with cleverhans 3.1 semantics and defaults (SPEC 1 item 3)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from advpipe.attacks.base import Attack, check_bool, check_int, check_positive, parse_fraction, register
+from advpipe.attacks.base import (Attack, AttackContext, check_bool, check_int, check_positive, parse_eps,
+                                  parse_fraction, register)
 
 NO_UPPER = 1e10  # cleverhans' "no successful const yet" upper bound; < 1e9 means one was found
 
@@ -17,12 +20,14 @@ class CarliniWagnerL2(Attack):
     """min |x'-x|_2^2 + c * max(Z_y - max_{j!=y} Z_j + confidence, 0), x' = (tanh(w)+1)/2, Adam on w (SPEC 1 item 3).
 
     Per-sample binary search on c (x10 until a first success, then bisection) and the smallest-L2 success kept;
-    samples never fooled come back unchanged. Defaults are cleverhans 3.1 (TF CWL2). vrapi called
+    samples never fooled come back unchanged, at distance inf. A minimal attack: `eps` (an L2 budget or a grid;
+    default none, i.e. unbounded) only says where it counts as a success. Pixel space, untargeted. Defaults are cleverhans 3.1 (TF CWL2). vrapi called
     cleverhans.torch's port, which differs: no abort-early and Adam/w carried over between binary-search steps;
     `abort_early=False, warm_start=True` reproduces it. The L2 is measured to x itself, as in the torch port (the TF
     version measured to x's tanh round trip, at most ~1e-6 per pixel away).
     """
 
+    eps: Any = None
     learning_rate: float = 5e-3
     confidence: float = 0.0
     initial_const: float = 1e-2
@@ -31,7 +36,25 @@ class CarliniWagnerL2(Attack):
     abort_early: bool = True
     warm_start: bool = False
 
+    @property
+    def minimal(self) -> bool:
+        return True
+
+    @property
+    def eps_list(self) -> list[float]:
+        return [math.inf] if self.eps is None else super().eps_list
+
+    @property
+    def is_grid(self) -> bool:
+        return self.eps is not None and super().is_grid
+
     def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.eps is not None:
+            eps, grid = parse_eps(self.eps)
+            self.eps = eps if grid else eps[0]
+        if self.space != "pixels" or self.criterion_.kind != "misclassification":
+            raise ValueError("cw: works in pixel space on the misclassification criterion (tanh box [0,1], untargeted)")
         self.learning_rate = check_positive("learning_rate", self.learning_rate)
         self.confidence = parse_fraction(self.confidence, "confidence")
         self.initial_const = check_positive("initial_const", self.initial_const)
@@ -40,7 +63,13 @@ class CarliniWagnerL2(Attack):
         check_bool("abort_early", self.abort_early)
         check_bool("warm_start", self.warm_start)
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None) -> Tensor:
+    def attack_batch(self, ctx: AttackContext, x: Tensor, y: Tensor,
+                     generators: list[torch.Generator | None]) -> tuple[Tensor, Tensor]:
+        best_adv, best_l2 = self.perturb(ctx.model, x, y)
+        return best_adv.expand(len(self.eps_list), *x.shape), best_l2.sqrt()
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(best adversarial (N, ...), its squared L2 distance (N,), inf where never fooled)."""
         n = x.shape[0]
         # tanh space; the 0.999999 (cleverhans) keeps atanh finite at pixels equal to 0 or 1.
         w0 = torch.atanh((x * 2 - 1) * 0.999999)
@@ -58,7 +87,7 @@ class CarliniWagnerL2(Attack):
                 optimizer = torch.optim.Adam([modifier], lr=self.learning_rate)
             found_l2 = self._optimize(model, x, y, w0, const, modifier, optimizer, best_l2, best_adv)
             const, lower, upper = update_const(const, lower, upper, found_l2 < float("inf"))
-        return best_adv
+        return best_adv, best_l2
 
     def _optimize(self, model: nn.Module, x: Tensor, y: Tensor, w0: Tensor, const: Tensor, modifier: Tensor,
                   optimizer: torch.optim.Optimizer, best_l2: Tensor, best_adv: Tensor) -> Tensor:

@@ -1,37 +1,27 @@
-"""FGSM and BIM (cleverhans PGD, L-inf) as one sign-gradient routine, with 1/255 re-quantisation (SPEC 1, item 3)."""
+"""Fixed-budget gradient attacks of the engine: FGSM, BIM and PGD in L-inf, L2 and RMS, over an eps grid.
+
+One routine (`GradientAttack.attack_batch`): an optional random start in the ball, `steps` steps along the sign
+(L-inf) or the unit-L2 direction (L2, RMS) of the input gradient of a loss hook, each followed by the projection
+onto the eps ball and the clamp policy; re-quantisation to the 1/255 grid at the end (SPEC 1 item 3). FGSM, BIM
+and PGD are its presets. SPEC 3's attacks are configurations: the normalised space, the "model" loss, per-image
+(FGSM) or no (BIM) clamp, accumulated BIM gradients, and torchattacks' [0,1] clamp with soft-target CE (PGD).
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from advpipe.attacks.base import Attack, check_bool, check_int, parse_fraction, register
+from advpipe.attacks.base import Attack, AttackContext, check_bool, check_int, parse_eps, parse_fraction, register
+from advpipe.attacks.losses import make_loss
 
 LEVELS = 255  # 8-bit images: the 1/255 grid the inputs were stored on
-
-
-def sign_gradient_steps(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float, steps: int,
-                        x_start: Tensor | None = None, clip_iterates: bool = True) -> Tensor:
-    """x_{t+1} = clip_box(x_t + step_size * sign(grad_x CE(model(x_t), y))), box = [x-eps, x+eps] (∩ [0,1]).
-
-    SPEC 1 item 3 (cleverhans fast_gradient_method / projected_gradient_descent, L-inf). Clamping to the
-    intersection of the eps ball and [0,1] equals cleverhans' clip-to-ball-then-clip-to-[0,1] coordinate-wise.
-    `x_start` (default: a copy of x) is updated in place. One forward and one backward per step.
-    """
-    lo, hi = x - eps, x + eps
-    if clip_iterates:
-        lo.clamp_(min=0.0)
-        hi.clamp_(max=1.0)
-    x_adv = x.clone() if x_start is None else x_start
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        # Summed, not averaged, CE: the sign is the same, and a per-sample gradient never underflows with batch size.
-        loss = F.cross_entropy(model(x_adv), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x_adv)  # w.r.t. the input only: model grads never accumulate
-        x_adv = x_adv.detach().add_(grad.sign_(), alpha=step_size).clamp_(lo, hi)  # graph is freed: in place is safe
-    return x_adv.detach()
+NORMS = ("linf", "l2", "rms")
+PROJECTIONS = ("delta", "clip")
+CLAMPS = ("box", "per_image", "none")
 
 
 def quantize_to_grid(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
@@ -47,64 +37,187 @@ def quantize_to_grid(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
     return torch.where(lo <= hi, q, x_adv.clamp(0.0, 1.0))
 
 
-def finish(x_adv: Tensor, x: Tensor, eps: float, quantize: bool) -> Tensor:
-    """Re-quantise to the 1/255 grid (inside the eps ball), or just clip to [0,1] (SPEC 1 item 3)."""
-    return quantize_to_grid(x_adv, x, eps) if quantize else x_adv.clamp_(0.0, 1.0)
+def _per_sample(v: Tensor) -> tuple[int, ...]:
+    return (-1,) + (1,) * (v.dim() - 1)
 
 
-@register("fgsm")
+def l2_norm(v: Tensor) -> Tensor:
+    """Per-sample L2 norm, shaped to broadcast against v."""
+    return torch.linalg.vector_norm(v.flatten(1), dim=1).view(_per_sample(v))
+
+
+def check_clamp(v: Any) -> str | tuple[float, float]:
+    if isinstance(v, str) and v in CLAMPS:
+        return v
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                                                           for b in v) and v[0] < v[1]:
+        return float(v[0]), float(v[1])
+    raise ValueError(f"clamp: expected 'box', 'per_image', 'none' or a range [lo, hi] with lo < hi, got {v!r}")
+
+
 @dataclass(kw_only=True)
-class FGSM(Attack):
-    """Fast gradient sign method: one L-inf step of size eps on the CE loss (SPEC 1 item 3)."""
+class GradientAttack(Attack):
+    """x_{t+1} = clamp(project_eps(x_t -+ alpha * dir(grad_x loss(x_t, c)))); "-" for targeted criteria.
 
-    eps: float
-    quantize: bool = True
+    eps: a number or a grid. norm: linf (dir = sign), l2 (dir = g / |g|_2, ball projection delta * min(1,
+    eps/|delta|_2), random start uniform in the ball), rms (L2 with eps and alpha in RMS units, i.e. times
+    sqrt(#elements)). step_size: alpha (None: eps / steps). projection (L-inf): "delta" = x0 + clip(x - x0, -eps,
+    eps), foolbox/cleverhans/torchattacks' operation order; "clip" = clip(x, x0 - eps, x0 + eps), the same set
+    rounded otherwise. clamp (the iterates and the random start): "box" = the space's image of [0,1],
+    "per_image" = [min, max] of each clean input (SPEC 3 FGSM), "none", or [lo, hi] in the space (cdu890's
+    torchattacks PGD clamps normalised inputs to [0, 1]). In pixel space the result is always clipped to [0,1]
+    (the Classifier interface), or re-quantised to the 1/255 grid inside the ball (`quantize`; default on for
+    FGSM and BIM in pixel space, SPEC 1).
+    accumulate_gradients: step along the sum of all gradients so far (SPEC 3's never-zeroed BIM).
+    A zero budget returns the clean input unattacked (SPEC 3: eps 0 is not attacked).
+    """
+
+    eps: Any
+    norm: str = "linf"
+    steps: int = 10
+    step_size: Any = None
+    random_start: bool = False
+    loss: str = "ce"
+    accumulate_gradients: bool = False
+    projection: str = "delta"
+    clamp: Any = "box"
+    quantize: bool | None = None  # None: re-quantise FGSM and BIM in pixel space (SPEC 1), nothing else
+
+    quantize_by_default = False
 
     def __post_init__(self) -> None:
-        self.eps = parse_fraction(self.eps, "eps")
-        check_bool("quantize", self.quantize)
+        super().__post_init__()
+        eps, grid = parse_eps(self.eps)
+        self.eps = eps if grid else eps[0]
+        if self.norm not in NORMS:
+            raise ValueError(f"norm: expected one of {list(NORMS)}, got {self.norm!r}")
+        check_int("steps", self.steps, 1)
+        if self.step_size is not None:
+            self.step_size = parse_fraction(self.step_size, "step_size")
+        if self.quantize is None:
+            self.quantize = self.quantize_by_default and self.space == "pixels"
+        for name in ("random_start", "accumulate_gradients", "quantize"):
+            check_bool(name, getattr(self, name))
+        if self.projection not in PROJECTIONS:
+            raise ValueError(f"projection: expected one of {list(PROJECTIONS)}, got {self.projection!r}")
+        self.clamp = check_clamp(self.clamp)
+        if self.quantize and self.space != "pixels":
+            raise ValueError(f"quantize: the 1/255 grid is a pixel grid; the attack's space is {self.space!r}")
+        make_loss_check(self.loss)
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        x_adv = sign_gradient_steps(model, x, y, eps=self.eps, step_size=self.eps, steps=1)
-        return finish(x_adv, x, self.eps, self.quantize)
+    def make_generators(self, device: torch.device) -> list[torch.Generator | None]:
+        if not self.random_start:
+            return super().make_generators(device)
+        from advpipe.runtime import derive_seed  # one stream per eps: a grid point's draws do not depend on the grid
+        return [torch.Generator(device=device).manual_seed(derive_seed(self.seed, eps)) for eps in self.eps_list]
+
+    def attack_batch(self, ctx: AttackContext, z: Tensor, classes: Tensor,
+                     generators: list[torch.Generator | None]) -> tuple[Tensor, None]:
+        loss_fn = make_loss(self.loss, ctx.model)
+        lo, hi = self._clamp_range(ctx, z)
+        out = [self._attack_one(ctx, z, classes, eps, gen, loss_fn, lo, hi)
+               for eps, gen in zip(self.eps_list, generators)]
+        return torch.stack(out), None
+
+    def _clamp_range(self, ctx: AttackContext, z: Tensor) -> tuple[Tensor | float | None, Tensor | float | None]:
+        if self.clamp == "box":
+            return ctx.space.lo, ctx.space.hi
+        if self.clamp == "per_image":
+            flat = z.flatten(1)
+            return flat.min(1).values.view(_per_sample(z)), flat.max(1).values.view(_per_sample(z))
+        if self.clamp == "none":
+            return None, None
+        return self.clamp
+
+    def _attack_one(self, ctx: AttackContext, z0: Tensor, classes: Tensor, eps: float,
+                    gen: torch.Generator | None, loss_fn, lo, hi) -> Tensor:
+        if eps == 0:
+            return z0.clone()
+        scale = math.sqrt(z0[0].numel()) if self.norm == "rms" else 1.0  # RMS budgets as L2 budgets
+        eps_n = eps * scale
+        alpha = (eps / self.steps if self.step_size is None else self.step_size) * scale
+        if self.criterion_.targeted:
+            alpha = -alpha
+        z = z0
+        if self.random_start:
+            z = z0 + self._random_delta(z0, eps_n, gen)
+            z = self._clamp(z, lo, hi)
+        # One step of exactly eps from the clean input cannot leave the L-inf ball (FGSM): no projection, whose
+        # rounding would only move the result off the original's.
+        project = not (self.norm == "linf" and self.steps == 1 and abs(alpha) == eps and not self.random_start)
+        g_sum = None
+        for _ in range(self.steps):
+            grad = ctx.input_gradient(z, classes, loss_fn)
+            if self.accumulate_gradients:
+                grad = grad if g_sum is None else g_sum + grad
+                g_sum = grad
+            if self.norm == "linf":
+                z = z + alpha * grad.sign()
+            else:
+                z = z + alpha * grad / l2_norm(grad).clamp(min=1e-12)
+            if project:
+                z = self._project(z, z0, eps_n)
+            z = self._clamp(z, lo, hi)
+        z = z.detach()
+        if ctx.space.name == "pixels":
+            z = quantize_to_grid(z, z0, eps) if self.quantize else z.clamp(0.0, 1.0)
+        return z
+
+    def _random_delta(self, z0: Tensor, eps: float, gen: torch.Generator | None) -> Tensor:
+        if self.norm == "linf":
+            return torch.empty_like(z0).uniform_(-eps, eps, generator=gen)
+        # Uniform in the L2 ball: a uniform direction times eps * U^(1/d).
+        direction = torch.empty_like(z0).normal_(generator=gen)
+        direction = direction / l2_norm(direction).clamp(min=1e-12)
+        u = torch.empty(len(z0), dtype=z0.dtype, device=z0.device).uniform_(generator=gen)
+        return direction * (eps * u.pow(1.0 / z0[0].numel())).view(_per_sample(z0))
+
+    def _project(self, z: Tensor, z0: Tensor, eps: float) -> Tensor:
+        if self.norm == "linf":
+            if self.projection == "clip":
+                return torch.clamp(z, z0 - eps, z0 + eps)
+            return z0 + torch.clamp(z - z0, -eps, eps)
+        delta = z - z0
+        factor = (eps / l2_norm(delta).clamp(min=1e-12)).clamp(max=1.0)
+        return z0 + delta * factor
+
+    @staticmethod
+    def _clamp(z: Tensor, lo, hi) -> Tensor:
+        return z if lo is None else torch.clamp(z, lo, hi)
+
+
+def make_loss_check(name: str) -> None:
+    from advpipe.attacks.losses import LOSSES
+    if name not in LOSSES:
+        raise ValueError(f"loss: expected one of {list(LOSSES)}, got {name!r}")
+
+
+@register("pgd")
+@dataclass(kw_only=True)
+class PGD(GradientAttack):
+    """Projected gradient descent (Madry et al.): random start in the ball, then `steps` projected steps."""
+
+    random_start: bool = True
 
 
 @register("bim")
 @dataclass(kw_only=True)
-class BIM(Attack):
-    """Basic iterative method = cleverhans PGD in L-inf: `steps` sign steps of `step_size` inside the eps ball.
+class BIM(GradientAttack):
+    """Basic iterative method = cleverhans PGD without random start; re-quantised to the 1/255 grid by default
+    (SPEC 1 item 3). vrapi's call passed no clip range, so its iterates may leave [0,1]: `clamp: none`."""
 
-    SPEC 1 item 3. `random_start` draws the start uniformly in the eps ball from a generator seeded by `seed`
-    (Madry et al.); `clip_iterates=False` reproduces vrapi, which passed no clip_min/clip_max to cleverhans, so
-    iterates may leave [0,1] (the gradient is taken there) until the final clip.
-    """
+    quantize_by_default = True
 
-    eps: float
-    step_size: float
-    steps: int
-    random_start: bool = False
-    seed: int = 0
-    quantize: bool = True
-    clip_iterates: bool = True
+
+@register("fgsm")
+@dataclass(kw_only=True)
+class FGSM(GradientAttack):
+    """Fast gradient sign method: one L-inf step of size eps (SPEC 1 item 3; SPEC 3 with clamp per_image)."""
+
+    steps: int = 1
+    quantize_by_default = True
 
     def __post_init__(self) -> None:
-        self.eps = parse_fraction(self.eps, "eps")
-        self.step_size = parse_fraction(self.step_size, "step_size")
-        check_int("steps", self.steps, 1)
-        check_int("seed", self.seed, 0)
-        for name in ("random_start", "quantize", "clip_iterates"):
-            check_bool(name, getattr(self, name))
-
-    def make_generator(self, device: torch.device) -> torch.Generator | None:
-        return torch.Generator(device=device).manual_seed(self.seed) if self.random_start else None
-
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        x_start = None
-        if self.random_start:
-            noise = torch.empty_like(x).uniform_(-self.eps, self.eps, generator=generator)
-            x_start = noise.add_(x)
-            if self.clip_iterates:
-                x_start.clamp_(0.0, 1.0)
-        x_adv = sign_gradient_steps(model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
-                                    x_start=x_start, clip_iterates=self.clip_iterates)
-        return finish(x_adv, x, self.eps, self.quantize)
+        super().__post_init__()
+        if self.steps != 1 or self.step_size is not None or self.random_start:
+            raise ValueError("fgsm: one step of size eps without random start (use method bim or pgd for more)")

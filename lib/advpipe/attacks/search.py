@@ -6,13 +6,14 @@ main.py at commit ce19735c (`_adv_images`, `AdversarialOptions`, `calculate_ara`
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advpipe.attacks.base import Attack, check_bool, check_int, check_positive, parse_fraction, register
+from advpipe.attacks.base import Attack, AttackContext, seed_int, check_bool, check_int, check_positive, parse_fraction, register
 
 MODES = ("standard", "l2min", "btr")
 _LISTED = 50  # sample indices named in a minimisation error before it abbreviates
@@ -174,23 +175,35 @@ class PerturbationSearch(Attack):
     mode: str = "standard"
     half_and_half: bool = False
     ensure_proper_minimization: bool = True
-    seed: int = 0
+
+    @property
+    def minimal(self) -> bool:
+        """l2min/btr find the smallest RMS perturbation meeting their criterion; standard has a fixed budget."""
+        return self.mode != "standard"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.space != "pixels" or self.criterion_.targeted:
+            raise ValueError("search: works in pixel space and untargeted (eps is an RMS budget on [0,1] pixels)")
         self.eps, self.eps_overshoot, self.momentum = check_search_params(
             eps=self.eps, steps=self.steps, eps_overshoot=self.eps_overshoot, momentum=self.momentum,
             mode=self.mode, ensure_proper_minimization=self.ensure_proper_minimization)
         check_bool("half_and_half", self.half_and_half)
-        check_int("seed", self.seed, 0)
 
-    def make_generator(self, device: torch.device) -> torch.Generator | None:
-        return torch.Generator(device=device).manual_seed(self.seed) if self.half_and_half else None
+    def make_generators(self, device: torch.device) -> list[torch.Generator | None]:
+        return [torch.Generator(device=device).manual_seed(seed_int(self.seed)) if self.half_and_half else None]
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        delta = perturbation_search(model, x, y, eps=self.eps, steps=self.steps, eps_overshoot=self.eps_overshoot,
-                                    momentum=self.momentum, mode=self.mode, half_and_half=self.half_and_half,
-                                    ensure_proper_minimization=self.ensure_proper_minimization,
-                                    generator=generator).delta
+    def attack_batch(self, ctx: AttackContext, x: Tensor, y: Tensor,
+                     generators: list[torch.Generator | None]) -> tuple[Tensor, Tensor | None]:
+        result = perturbation_search(ctx.model, x, y, eps=self.eps, steps=self.steps,
+                                     eps_overshoot=self.eps_overshoot, momentum=self.momentum, mode=self.mode,
+                                     half_and_half=self.half_and_half,
+                                     ensure_proper_minimization=self.ensure_proper_minimization,
+                                     generator=generators[0])
         # The interface promises [0,1]; the search itself never clamps, and ARA (metrics.ara) measures the
         # unclamped delta, so an l2min x_adv clamped here may fall back to the true class (success says so).
-        return (x + delta).clamp_(0.0, 1.0)
+        x_adv = (x + result.delta).clamp_(0.0, 1.0)[None]
+        if not self.minimal:
+            return x_adv, None
+        distance = torch.where(result.met, rms(result.delta), torch.full((len(x),), math.inf, dtype=x.dtype, device=x.device))
+        return x_adv, distance

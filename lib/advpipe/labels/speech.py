@@ -25,8 +25,21 @@ HOP = 256
 N_MELS = 64
 FMAX = 8000.0
 TOP_DB = 80.0
-# The names the original spoke for CIFAR-10 (capitalised, "Car" for automobile).
+# The names the original spoke for CIFAR-10 (SPEC 3: capitalised, "Car" for automobile), by CIFAR-10's own
+# class names (torchvision's meta file, in class order).
 CIFAR10_SPEECH_NAMES = ["Airplane", "Car", "Bird", "Cat", "Deer", "Dog", "Frog", "Horse", "Ship", "Truck"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+_CIFAR10_SPOKEN = dict(zip(CIFAR10_CLASSES, CIFAR10_SPEECH_NAMES))
+
+
+def spoken_names(class_names: Sequence[str]) -> list[str]:
+    """The words spoken for `class_names`: SPEC 3's names when the classes are CIFAR-10's ten (in any case or
+    order, e.g. torchvision's "automobile" -> "Car"); any other dataset's names unchanged."""
+    names = [str(n) for n in class_names]
+    lowered = [n.strip().lower() for n in names]
+    if sorted(lowered) == sorted(CIFAR10_CLASSES):
+        return [_CIFAR10_SPOKEN[n] for n in lowered]
+    return names
 
 
 def espeak_path() -> str | None:
@@ -152,22 +165,24 @@ def speech_image(y: np.ndarray, sr: int, side: int = SIDE) -> np.ndarray:
 
 def speech_labels(class_names: Sequence[str] | None, num_classes: int, voice: str | None = None,
                   audio_dir: str | os.PathLike | None = None, side: int = SIDE) -> np.ndarray:
-    """(C, side, side) float32 in [-80, 0]: each class name spoken by espeak-ng, or read from
-    audio_dir/<name>.wav when given (e.g. the original's recordings). Deterministic: no seed involved."""
+    """(C, side, side) float32 in [-80, 0]: each class's spoken name (`spoken_names`: SPEC 3's "Airplane",
+    "Car", ... for CIFAR-10) by espeak-ng, or read from audio_dir/<spoken name>.wav (else <class name>.wav)
+    when given (e.g. the original's recordings). Deterministic: no seed involved."""
     if class_names is None:
         raise LabelError("speech labels need class_names (the words spoken); for CIFAR-10 the original used "
                          f"{CIFAR10_SPEECH_NAMES}")
     if len(class_names) != num_classes:
         raise LabelError(f"speech labels: {len(class_names)} class names for {num_classes} classes")
     out = np.empty((num_classes, side, side), dtype=np.float32)
-    for k, name in enumerate(class_names):
+    for k, (name, word) in enumerate(zip(class_names, spoken_names(class_names))):
         if audio_dir is not None:
-            path = Path(audio_dir) / f"{name}.wav"
-            if not path.is_file():
-                raise LabelError(f"speech labels: no audio file {path} for class {name!r}")
+            paths = [Path(audio_dir) / f"{n}.wav" for n in dict.fromkeys([word, str(name)])]
+            path = next((p for p in paths if p.is_file()), None)
+            if path is None:
+                raise LabelError(f"speech labels: no audio file {' or '.join(map(str, paths))} for class {name!r}")
             y, sr = read_wav(path)
         else:
-            y, sr = synthesize(str(name), voice)
+            y, sr = synthesize(word, voice)
         out[k] = speech_image(y, sr, side)
     return out
 

@@ -85,7 +85,9 @@ def ara_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, m
     if mode not in ARA_MODES:
         raise ValueError(f"mode: expected one of {list(ARA_MODES)}, got {mode!r}")
     _check_int("batch_size", batch_size, 1)
-    check_inputs(model, x, y)
+    check_inputs(x, y)
+    if any(m.training for m in model.modules()):
+        raise ValueError("model is in training mode; call model.eval() before ARA")
     out = []
     with tqdm(total=len(x), desc=f"ARA {mode}", unit="img", disable=not progress) as bar:
         for lo in range(0, len(x), batch_size):

@@ -29,6 +29,15 @@ class Classifier(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
+    def forward_normalized(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw output from an already normalised input: the logits here; a label-space prediction for models whose
+        head regresses labels (they override this and `decode`). Attacks stated in the normalised space use it."""
+        return self.head(self.body(z))
+
+    def decode(self, output: torch.Tensor) -> torch.Tensor:
+        """Raw output -> class scores (B, classes): the identity for a classifier whose raw output is its logits."""
+        return output
+
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B, C, H, W) in [0,1] -> (scores (B, classes), representation (B, D))."""
         feats = self.body(self.normalize(x))

@@ -19,8 +19,8 @@ from advpipe.models.checkpoint import check_fits_data
 from advpipe.pipeline.represent import eval_tables, forward_all
 from advpipe.runtime import derive_seed, seed_everything, select_device
 
-# Config keys that describe the job or the threat model, not the attack's own parameters.
-_NOT_ATTACK_PARAMS = ("batch_size", "norm")
+# Config keys that describe the job, not the attack's own parameters.
+_NOT_ATTACK_PARAMS = ("batch_size",)
 
 
 def stored_images(x: np.ndarray) -> np.ndarray:
@@ -39,8 +39,9 @@ def configured_attack(attack_name: str, attack_cfg: Mapping[str, Any], seed: int
     """The Attack of config entry `attacks.<attack_name>`; a bad parameter is a ConfigError naming its key."""
     params = {k: v for k, v in attack_cfg.items() if k not in _NOT_ATTACK_PARAMS}
     cls = ATTACKS.get(params.get("method"))
-    if cls is not None and "seed" in cls.__dataclass_fields__:  # attacks that draw random numbers
-        params["seed"] = seed
+    if cls is not None and "norm" not in cls.__dataclass_fields__:
+        params.pop("norm", None)  # C&W (L2) and the search (RMS) have one norm: the schema states it
+    params["seed"] = seed
     try:
         return build_attack(params)
     except ValueError as err:  # the attack's own check, "<parameter>: <what is wrong>"

@@ -3,15 +3,14 @@ and targeted) and PGD over the eps grid, in the normalised input space; one row 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-from advpipe.attacks import label_attacks as la
-from advpipe.attacks.base import parse_fraction
+from advpipe.attacks import build_attack, parse_fraction, random_targets
 from advpipe.config import entry
 from advpipe.data import load_split
 from advpipe.data.splits import subset
@@ -19,30 +18,42 @@ from advpipe.io.h5 import provenance, write_dump
 from advpipe.io.tables import write_csv
 from advpipe.models import load_trained
 from advpipe.models.checkpoint import check_fits_data, read_spec
-from advpipe.models.label_heads import label_loss
 from advpipe.runtime import derive_seed, seed_everything, select_device
 
 ATTACKS = ("fgsm", "fgsm_targeted", "bim", "bim_targeted", "pgd")
 COLUMNS = ["label", "level", "attack", "eps", "accuracy", "clean_accuracy", "n_images"]
+# The originals' targets: torch.manual_seed(444), one draw taken by the test loader, then one randint per image.
+SPEC3_TARGETS = {"kind": "targeted", "targets": "random", "seed": 444, "skip": 1}
 
 
-def attack_fn(name: str, cfg: Mapping[str, Any]) -> Callable[..., torch.Tensor]:
-    """(forward, z, classes, eps, loss_fn, generator) -> adversarial z for attack `name` with the study's
-    settings; `classes` are the targets for the targeted attacks, the true labels otherwise."""
-    if name in ("fgsm", "fgsm_targeted"):
-        targeted = name == "fgsm_targeted"
-        return lambda f, z, c, eps, loss, gen: la.fgsm(f, z, c, eps, loss, targeted=targeted)
-    if name in ("bim", "bim_targeted"):
-        targeted = name == "bim_targeted"
-        return lambda f, z, c, eps, loss, gen: la.bim(f, z, c, eps, loss, targeted=targeted, steps=cfg["bim_steps"],
-                                                      accumulate_gradients=cfg["accumulate_gradients"])
+def engine_config(name: str, cfg: Mapping[str, Any], seed: int | str) -> dict[str, Any]:
+    """SPEC 3 attack `name` as a configuration of the shared attack engine, over the study's eps grid in the
+    normalised space: FGSM clamps to each image's range, BIM does not clamp and (by default) steps along the
+    never-zeroed gradient sum, PGD is torchattacks' (soft-target CE, [0,1] clamp of normalised inputs)."""
+    common = {"eps": [float(e) for e in cfg["eps"]], "space": "normalized", "quantize": False, "seed": seed}
+    if name.endswith("_targeted"):
+        common["criterion"] = SPEC3_TARGETS
+    base = name.removesuffix("_targeted")
+    if base == "fgsm":
+        return {"method": "fgsm", "loss": "model", "clamp": "per_image", **common}
+    if base == "bim":
+        return {"method": "bim", "loss": "model", "clamp": "none", "steps": cfg["bim_steps"],
+                "accumulate_gradients": cfg["accumulate_gradients"], **common}
     if name == "pgd":
-        clamp = (0.0, 1.0) if cfg["pgd_clamp"] else None
-        alpha = parse_fraction(cfg["pgd_alpha"], "labels.attack.pgd_alpha")
-        # PGD takes torchattacks' cross-entropy: the caller passes la.pgd_loss as `loss` for it.
-        return lambda f, z, c, eps, loss, gen: la.pgd(f, z, c, eps, alpha=alpha, steps=cfg["pgd_steps"],
-                                                      loss_fn=loss, generator=gen, clamp_range=clamp)
+        return {"method": "pgd", "loss": "soft_ce", "clamp": [0.0, 1.0] if cfg["pgd_clamp"] else "none",
+                "steps": cfg["pgd_steps"], "step_size": parse_fraction(cfg["pgd_alpha"], "labels.attack.pgd_alpha"),
+                **common}
     raise KeyError(f"unknown label attack {name!r}; known: {list(ATTACKS)}")
+
+
+def robust_accuracy(correct_clean: torch.Tensor, correct_adv: torch.Tensor) -> float:
+    """SPEC 3 accuracy: #(initially correct AND still correct after the attack) / N; initially wrong = failure."""
+    correct_clean, correct_adv = correct_clean.bool(), correct_adv.bool()
+    if correct_clean.shape != correct_adv.shape or correct_clean.dim() != 1:
+        raise ValueError(f"need two (N,) masks, got {tuple(correct_clean.shape)} and {tuple(correct_adv.shape)}")
+    if len(correct_clean) == 0:
+        raise ValueError("robust_accuracy of zero images is undefined")
+    return (correct_clean & correct_adv).sum().item() / len(correct_clean)
 
 
 def run(config: Mapping[str, Any], label: str, level: float, model_dir: str | os.PathLike, out_csv: str,
@@ -69,44 +80,34 @@ def run(config: Mapping[str, Any], label: str, level: float, model_dir: str | os
     spec = read_spec(model_dir)
     model = load_trained(model_dir, device)
     kind = spec.get("label", {}).get("kind", "category")
-    labels = getattr(model, "labels", None) if kind != "category" else None
-    loss_fn = label_loss(kind, labels, reduction="per_sample")
-    ce_loss = la.pgd_loss(labels)
-    forward = la.normalized_forward(model)
-    decode = model.decode if kind != "category" else (lambda out: out)
     bs = cfg["batch_size"]
 
     x, y = test.x.to(device), test.y.to(device)
-    targets = la.random_targets(test.y, len(test.classes)).to(device)
     with torch.no_grad():
-        z = model.normalize(x)
-        clean = torch.cat([decode(forward(z[i:i + bs])).argmax(1) for i in range(0, len(y), bs)]) == y
+        clean = torch.cat([model(x[i:i + bs]).argmax(1) for i in range(0, len(y), bs)]) == y
     clean_acc = clean.sum().item() / len(y)
     log(f"label {label} ({kind}) level {level}: clean accuracy {clean_acc:.4f} on {len(y)} test images")
-    rows, correct = [], {a: [] for a in cfg["attacks"]}
-    grid = [(a, eps) for a in cfg["attacks"] for eps in cfg["eps"]]
-    for name, eps in tqdm(grid, desc=f"attacks {label}", unit="run"):
-        fn = attack_fn(name, cfg)
-        classes = targets if name.endswith("_targeted") else y
-        loss = ce_loss if name == "pgd" else loss_fn
-        gen = torch.Generator(device=device).manual_seed(
-            derive_seed(config["seed"], "labels", "pgd", label, float(eps)))
-        still = [clean] if eps == 0 else []
-        for i in range(0, len(y) if eps else 0, bs):
-            z_adv = fn(forward, z[i:i + bs], classes[i:i + bs], float(eps), loss, gen)
-            with torch.no_grad():
-                still.append(decode(forward(z_adv)).argmax(1) == y[i:i + bs])
-        still = torch.cat(still)
-        correct[name].append(still.cpu().numpy())
-        acc = la.robust_accuracy(clean, still)
-        rows.append({"label": label, "level": float(level), "attack": name, "eps": float(eps), "accuracy": acc,
-                     "clean_accuracy": clean_acc, "n_images": len(y)})
-        log(f"{name} eps {eps:g}: accuracy {acc:.4f}")
+    rows, correct, targets = [], {}, None
+    for name in tqdm(cfg["attacks"], desc=f"attacks {label}", unit="attack"):
+        # PGD's random starts: one stream per (label, eps), named as before the engine (same draws, same table).
+        attack = build_attack(engine_config(name, cfg, f"{config['seed']}/labels/pgd/{label}"))
+        result = attack.run(model, x, y, batch_size=bs, progress=False, store=False)
+        if name.endswith("_targeted"):
+            targets = result.classes  # drawn alike for every targeted attack
+        still = result.pred == y  # (K, N): correct after the attack at each eps
+        correct[name] = still.T.cpu().numpy()
+        for eps, still_k in zip(cfg["eps"], still):
+            acc = robust_accuracy(clean, still_k)
+            rows.append({"label": label, "level": float(level), "attack": name, "eps": float(eps), "accuracy": acc,
+                         "clean_accuracy": clean_acc, "n_images": len(y)})
+            log(f"{name} eps {eps:g}: accuracy {acc:.4f}")
+    if targets is None:
+        targets = random_targets(test.y, len(test.classes), SPEC3_TARGETS["seed"], SPEC3_TARGETS["skip"])
     table = pd.DataFrame(rows, columns=COLUMNS)
     if out_h5 is not None:
         arrays = {"index": test.index, "label": test.y.numpy(), "target": targets.cpu().numpy(),
                   "clean_correct": clean.cpu().numpy()}
-        arrays.update({f"correct_{a}": np.stack(masks, 1) for a, masks in correct.items()})
+        arrays.update({f"correct_{a}": masks for a, masks in correct.items()})
         attrs = provenance({"labels": {k: study[k] for k in ("backbone", "attack", "validation_fraction")},
                             "label": label, "level": float(level)}, config["seed"])
         write_dump(out_h5, arrays, {**attrs, "eps": np.asarray(cfg["eps"], dtype=np.float64)})

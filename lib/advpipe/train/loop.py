@@ -2,14 +2,17 @@
 SPEC 2 recipe: SGD 0.1 momentum 0.9, wd 1e-4, lr steps, replicate padding)."""
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from advpipe.data.augment import random_crop_flip
 from advpipe.models.base import Classifier
+from advpipe.train import resume
 
 # An objective maps (model, x, y) to a scalar loss; later studies plug in their own.
 Objective = Callable[[Classifier, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -43,6 +46,7 @@ def train_classifier(model: Classifier, x: torch.Tensor, y: torch.Tensor, recipe
                      objective: Objective = cross_entropy, log: Callable[[str], None] = print,
                      progress: bool = True,
                      on_epoch_end: Callable[[int, Classifier], Mapping[str, float]] | None = None,
+                     state_path: str | os.PathLike | None = None, fingerprint: str | None = None,
                      ) -> list[dict[str, float]]:
     """Train `model` in place on x (N,C,H,W) in [0,1] and y (N,); return one log row per epoch.
 
@@ -52,6 +56,14 @@ def train_classifier(model: Classifier, x: torch.Tensor, y: torch.Tensor, recipe
     an objective holding state (state_dict) is saved by the caller. `on_epoch_end(epoch, model)` runs after
     each epoch (validation, best-checkpoint keeping) and its dict joins that epoch's row; it must leave the
     training random streams alone (evaluation draws nothing).
+
+    Resuming (advpipe.train.resume): with `state_path`, the whole training state is saved there atomically
+    after every epoch (model, optimizer, scheduler, all random streams, the objective's `training_state()` or
+    `state_dict()`, the callback's `state_dict()`, the rows so far). A state saved for the same run (the
+    caller's `fingerprint` plus the recipe, seed, data and device) is restored at the start and training
+    continues after its epoch, bit-identical on CPU to an uninterrupted run; any other state is logged and
+    ignored. The caller deletes the file (resume.clear_state) once its outputs are written. Without
+    `state_path` nothing is read or written and the random streams are the same either way.
     """
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
@@ -62,7 +74,19 @@ def train_classifier(model: Classifier, x: torch.Tensor, y: torch.Tensor, recipe
     epoch_log = getattr(objective, "epoch_log", None)
     n, bs = len(x), recipe["batch_size"]
     rows = []
-    for epoch in tqdm(range(1, recipe["epochs"] + 1), desc="train", unit="epoch", disable=not progress):
+    first = 1
+    if state_path is not None:
+        if not fingerprint:
+            raise ValueError("train_classifier: state_path needs a fingerprint (resume.fingerprint of what "
+                             "defines the run: model spec, recipe, dataset, seeds)")
+        key = resume.fingerprint(fingerprint, dict(recipe), seed, resume.tensor_digest(x, y), device.type,
+                                 type(objective).__qualname__, type(on_epoch_end).__qualname__)
+        saved = resume.load_state(state_path, key, log)
+        if saved is not None:
+            rows, first = _restore(saved, state_path, model, opt, sched, gen, objective, on_epoch_end, device,
+                                   log)
+    for epoch in tqdm(range(first, recipe["epochs"] + 1), desc="train", unit="epoch", disable=not progress,
+                      initial=first - 1, total=recipe["epochs"]):
         model.train()
         order = torch.randperm(n, generator=gen)
         loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per batch
@@ -91,8 +115,55 @@ def train_classifier(model: Classifier, x: torch.Tensor, y: torch.Tensor, recipe
         log(f"epoch {epoch}: loss {row['loss']:.4f}{extra}")
         if sched is not None:
             sched.step()
+        if state_path is not None:  # after sched.step: the state as the next epoch starts from it
+            resume.save_state(state_path, _state(key, epoch, model, opt, sched, gen, objective, on_epoch_end,
+                                                 device, rows), verify=epoch == first)
     model.eval()
     return rows
+
+
+def _state(key: str, epoch: int, model: Classifier, opt: torch.optim.Optimizer, sched, gen: torch.Generator,
+           objective: Objective, on_epoch_end, device: torch.device, rows: list[dict[str, float]]) -> dict:
+    """Everything the next epoch depends on, as plain weights_only-loadable containers (resume module doc)."""
+    return {"format": resume.FORMAT, "fingerprint": key, "epoch": epoch,
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": None if sched is None else sched.state_dict(), "generator": gen.get_state(),
+            "rng": resume.global_rng_state(device), "objective": resume.objective_state(objective),
+            "callback": resume.callback_state(on_epoch_end),
+            "rows": [{k: v.item() if isinstance(v, np.generic) else v for k, v in r.items()} for r in rows]}
+
+
+def _restore(saved: dict, state_path, model: Classifier, opt: torch.optim.Optimizer, sched, gen: torch.Generator,
+             objective: Objective, on_epoch_end, device: torch.device,
+             log: Callable[[str], None]) -> tuple[list[dict[str, float]], int]:
+    """Apply a saved state; return (rows so far, first epoch to run). A state that does not fit (its
+    fingerprint matched, so the caller's fingerprint misses something) is rolled back and training starts
+    over, logged: the file is a cache."""
+    before = resume.clone_state(_state("", 0, model, opt, sched, gen, objective, on_epoch_end, device, []))
+    try:
+        _apply(saved, model, opt, sched, gen, objective, on_epoch_end, device)
+        rows, first = [dict(r) for r in saved["rows"]], int(saved["epoch"]) + 1
+        if len(rows) != first - 1:
+            raise ValueError(f"{len(rows)} log rows for {first - 1} epochs")
+    except Exception as err:  # any misfit: see the docstring
+        _apply(before, model, opt, sched, gen, objective, on_epoch_end, device)
+        log(f"resume state {state_path} does not fit this run ({type(err).__name__}: {err}); starting over "
+            "from epoch 1")
+        return [], 1
+    log(f"resuming from {state_path}: epochs 1..{first - 1} done")
+    return rows, first
+
+
+def _apply(state: dict, model: Classifier, opt: torch.optim.Optimizer, sched, gen: torch.Generator,
+           objective: Objective, on_epoch_end, device: torch.device) -> None:
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if sched is not None:
+        sched.load_state_dict(state["scheduler"])
+    gen.set_state(state["generator"])
+    resume.load_objective_state(objective, state["objective"])
+    resume.load_callback_state(on_epoch_end, state["callback"])
+    resume.set_global_rng_state(state["rng"], device)
 
 
 @torch.no_grad()

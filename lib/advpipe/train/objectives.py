@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from advpipe.models.base import Classifier
 from advpipe.train.loop import Objective, cross_entropy
+from advpipe.train.resume import load_objective_state, objective_state
 
 # Config keys of build_objective and their defaults (main.py: TRAIN_ADV_*, ROBUST_* constants).
 OBJECTIVE_DEFAULTS: dict[str, Any] = {
@@ -110,6 +111,17 @@ class RobustAdditions:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.integration = float(state["robust_integration"])
 
+    def training_state(self) -> dict[str, Any]:
+        """All mutable state, for resuming training mid-run (advpipe.train.resume): the integrator, the epoch's
+        CE accumulators and the generator's state (a uint8 tensor; state_dict() stays the JSON record)."""
+        return {"robust_integration": self.integration, "ce_sum": self._ce_sum, "ce_n": self._ce_n,
+                "generator": self.generator.get_state()}
+
+    def load_training_state(self, state: Mapping[str, Any]) -> None:
+        self.integration = float(state["robust_integration"])
+        self._ce_sum, self._ce_n = float(state["ce_sum"]), int(state["ce_n"])
+        self.generator.set_state(state["generator"])
+
     def epoch_log(self) -> dict[str, float]:
         """psi and I now, and the mean clean-batch CE since the last call (the original's printed 'Loss')."""
         ce = self._ce_sum / self._ce_n if self._ce_n else float("nan")
@@ -166,6 +178,15 @@ class AdversarialTraining:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if hasattr(self.loss, "load_state_dict"):
             self.loss.load_state_dict(state)
+
+    def training_state(self) -> dict[str, Any]:
+        """All mutable state for resuming (advpipe.train.resume): this generator's state and the inner loss's
+        full state (build_objective shares one generator between both: restored twice to the same state)."""
+        return {"generator": self.generator.get_state(), "loss": objective_state(self.loss)}
+
+    def load_training_state(self, state: Mapping[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        load_objective_state(self.loss, state["loss"])
 
     def epoch_log(self) -> dict[str, float]:
         return dict(self.loss.epoch_log()) if hasattr(self.loss, "epoch_log") else {}
