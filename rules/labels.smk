@@ -52,6 +52,7 @@ rule label_train:
         log_csv=f"{R}/labels/models/{{label}}/level{{level}}/train_log.csv",
     params:
         section=get_label_train_params,
+        state=f"{R}/.train_state/labels/{{label}}/level{{level}}.pt",  # resumable state (see rule train)
     log:
         "logs/labels/train/{label}/level{level}.log",
     benchmark:

@@ -5,6 +5,8 @@ rule train:
         log_csv=f"{R}/models/{{model}}/train_log.csv",
     params:
         section=get_model_params,
+        # resumable state, saved every epoch outside the outputs; a rerun of a killed job continues from it
+        state=f"{R}/.train_state/models/{{model}}.pt",
     log:
         "logs/train/{model}.log",
     benchmark:

@@ -17,7 +17,6 @@ import yaml
 
 from advpipe.cli import main as cli
 from advpipe.data import load_split
-from advpipe.metrics.ara import ara
 from advpipe.models import load_trained
 from advpipe.models.wwoods import CIFAR10_CLASSES
 from test_preact import OFFSET, _fake_main_function, _reference, _save
@@ -86,21 +85,59 @@ def run(tmp_path_factory):
     return workdir, cfg, out
 
 
-def test_ara_table_matches_its_distances(run):
+def spec2_ara(d, num_classes, bins=1000):
+    """SPEC 2 item 5, written out: a `bins`-bin histogram on [0, max d], A_b = 1 - cumsum(hist)_b / n,
+    ARA = (max d / bins) * sum_b max(0, A_b - 1/C); 0 when every d is 0 (the original divides by zero there)."""
+    d = np.asarray(d, dtype=np.float64)
+    if d.max() == 0:
+        return 0.0
+    hist, _ = np.histogram(d, bins=bins, range=(0.0, d.max()))
+    a = 1 - np.cumsum(hist) / len(d)
+    return d.max() / bins * np.maximum(0.0, a - 1 / num_classes).sum()
+
+
+def test_ara_table_equals_an_independent_recomputation(run, one_thread):
+    """Each model's row recomputed without the ara stage: its checkpoint loaded, calculate_ara's subset (the first
+    n of randperm under seed 1776), an independent forward pass for the accuracy, the minimal distances from the
+    step-by-step `_adv_images` loop of test_search_ara, and ARA from SPEC 2's histogram formula."""
+    from advpipe.config import validate
+    from test_search_ara import reference_iterates, smallest_met
+
     workdir, cfg, _ = run
     table = pd.read_csv(workdir / "results/scores/explanations/ara.csv")
     assert table.model.tolist() == ["std", "all", "published"]
+    ara_cfg = validate(cfg)["ara"]
+    n = cfg["ara"]["n_images"]
     for row in table.itertuples():
+        model_cfg = cfg["models"][row.model]
+        model = load_trained(model_cfg.get("checkpoint", workdir / f"results/models/{row.model}"))
+        test = load_split(cfg["datasets"][model_cfg["dataset"]], "test", "data", cfg["seed"])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1776)
+            pick = torch.randperm(len(test.y))[:n]
+        x, y = test.x[pick], test.y[pick]
+        with torch.no_grad():
+            correct = (model(x).argmax(1) == y).numpy()
+        distances = {}
+        for kind, mode in (("attack", "l2min"), ("btr", "btr")):
+            iterates, met = reference_iterates(model, x, y, eps=ara_cfg["eps"], steps=cfg["ara"]["steps"],
+                                               mode=mode, momentum=ara_cfg["momentum"])
+            distances[kind] = smallest_met(iterates, met)[0].pow(2).flatten(1).mean(1).sqrt().double().numpy()
         with h5py.File(workdir / f"results/ara/{row.model}/distances.h5") as f:
-            d_attack, d_btr, correct = f["d_attack"][()], f["d_btr"][()], f["correct"][()]
-        assert len(d_attack) == cfg["ara"]["n_images"] == row.n_images
-        assert row.attack_ara == pytest.approx(ara(d_attack, 10))
-        assert row.btr_ara == pytest.approx(ara(d_btr, 10))
+            assert np.array_equal(f["index"][()], test.index[pick.numpy()])
+            assert np.array_equal(f["correct"][()], correct)
+            np.testing.assert_allclose(f["d_attack"][()], distances["attack"], rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(f["d_btr"][()], distances["btr"], rtol=1e-5, atol=1e-7)
+        assert row.n_images == n == len(y)
         assert row.accuracy == pytest.approx(correct.mean())
-        assert (d_attack[~correct] == 0).all()  # already misclassified: no perturbation needed
+        assert (distances["attack"][~correct] == 0).all()  # already misclassified: no perturbation needed
+        assert (distances["attack"][correct] > 0).all()
+        assert row.attack_ara == pytest.approx(spec2_ara(distances["attack"], 10), rel=1e-4, abs=1e-9)
+        assert row.btr_ara == pytest.approx(spec2_ara(distances["btr"], 10), rel=1e-4, abs=1e-9)
         for kind in ("ara", "explain"):
             assert (workdir / f"results/figures/{kind}/{row.model}.pdf").stat().st_size > 0
             assert (workdir / f"results/figures/{kind}/{row.model}.png").stat().st_size > 0
+    assert (table.attack_ara > 0).any()
 
 
 def test_explanation_files_name_the_clean_probabilities(run):

@@ -1,14 +1,23 @@
-"""Label-representation heads, nearest-label decoding, losses and the SPEC 3 attacks (batched == per-image)."""
+"""Label-representation heads, nearest-label decoding, losses, and the SPEC 3 attacks against independent per-image
+references written from the originals (tests/spec3_reference.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from advpipe.attacks.label_attacks import (TARGET_SEED, bim, fgsm, normalized_forward, pgd, pgd_loss,
-                                           random_targets, robust_accuracy, target_generator)
+import spec3_reference as ref
+from types import SimpleNamespace
+
+from advpipe.attacks.criteria import random_targets
+from advpipe.attacks.losses import make_loss
+from advpipe.pipeline.label_attack import robust_accuracy
 from advpipe.models.cnn import SmallCNN
 from advpipe.models.label_heads import HighDimHead, LabelModel, VectorHead, label_loss, nearest_label_scores
+
+# The batched SPEC 3 attacks under test: the shared engine's configurations (tests/engine_adapter.py).
+from engine_adapter import attack_under_test  # noqa: E402
+
 
 C, HIDDEN = 10, 16
 
@@ -132,91 +141,75 @@ def test_label_losses():
         label_loss("random")  # no labels
 
 
-# ---------------------------------------------------------------- attacks vs a per-image reference
-
-def reference_loss(kind, labels, output, cls):
-    """The original's loss at batch size 1."""
-    if kind == "category":
-        return F.cross_entropy(output, cls)
-    return F.smooth_l1_loss(output, labels[cls])
-
-
-def reference_fgsm(forward, kind, labels, z, cls, eps, targeted):
-    """One image at a time, as attack.py: backward into data.grad, clamp to the image's min/max."""
-    out = []
-    for i in range(len(z)):
-        data = z[i:i + 1].clone().requires_grad_(True)
-        reference_loss(kind, labels, forward(data), cls[i:i + 1]).backward()
-        e = -eps if targeted else eps
-        adv = torch.clamp(data + e * data.grad.sign(), data.min().item(), data.max().item())
-        out.append(adv.detach())
-    return torch.cat(out)
-
-
-def reference_bim(forward, kind, labels, z, cls, eps, targeted, accumulate, steps=5):
-    """One image at a time, as attack.py: data.grad never zeroed (accumulate) or zeroed each step."""
-    alpha = -eps / steps if targeted else eps / steps
-    out = []
-    for i in range(len(z)):
-        data = z[i:i + 1].clone().requires_grad_(True)
-        orig = data.detach().clone()
-        output = forward(data)
-        for _ in range(steps):
-            if not accumulate:
-                data.grad = None
-            reference_loss(kind, labels, output, cls[i:i + 1]).backward()
-            total = torch.clamp(data + alpha * data.grad.sign() - orig, -eps, eps)
-            data.data = (orig + total).clone()
-            output = forward(data)
-        out.append(data.detach())
-    return torch.cat(out)
-
-
-def attack_loss(kind, labels):
-    return label_loss(kind, labels, "per_sample")
-
+# ---------------------------------------------------------------- attacks vs the per-image references
 
 @pytest.mark.parametrize("kind", ["category", "random", "lowdim"])
 @pytest.mark.parametrize("targeted", [False, True])
-def test_fgsm_batched_equals_per_image(one_thread, kind, targeted):
+def test_fgsm_matches_spec3_reference(one_thread, kind, targeted):
     model, kind, labels = make(kind)
     x, y = images()
-    z = model.normalize(x)
-    cls = random_targets(y, C) if targeted else y
-    forward = normalized_forward(model)
+    z = ref.normalize(model, x)
+    cls = ref.original_targets(y, C) if targeted else y
     eps = 0.1
-    adv = fgsm(forward, z, cls, eps, attack_loss(kind, labels), targeted=targeted)
-    ref = reference_fgsm(forward, kind, labels, z, cls, eps, targeted)
-    assert torch.equal(adv, ref)
+    adv = attack_under_test("fgsm", model, z, cls, eps, kind, labels, targeted=targeted)
+    expected = ref.fgsm(model, z, cls, eps, labels, targeted=targeted)
+    assert torch.equal(adv, expected)
     assert not torch.equal(adv, z)
-    assert torch.all(adv.amin((1, 2, 3)) >= z.amin((1, 2, 3))) and torch.all(adv.amax((1, 2, 3)) <= z.amax((1, 2, 3)))
+    # per-image clamp to the image's own range, and each pixel moved by eps unless clamped
+    lo, hi = z.amin((1, 2, 3), keepdim=True), z.amax((1, 2, 3), keepdim=True)
+    assert torch.all(adv >= lo) and torch.all(adv <= hi)
+    moved = (adv - z).abs()
+    assert torch.all(((moved - eps).abs() < 1e-6) | (adv == lo) | (adv == hi) | (moved == 0))
 
 
 @pytest.mark.parametrize("kind", ["category", "random", "lowdim"])
 @pytest.mark.parametrize("targeted", [False, True])
 @pytest.mark.parametrize("accumulate", [True, False])
-def test_bim_batched_equals_per_image(one_thread, kind, targeted, accumulate):
+def test_bim_matches_spec3_reference(one_thread, kind, targeted, accumulate):
     model, kind, labels = make(kind)
     x, y = images()
-    z = model.normalize(x)
-    cls = random_targets(y, C) if targeted else y
-    forward = normalized_forward(model)
+    z = ref.normalize(model, x)
+    cls = ref.original_targets(y, C) if targeted else y
     eps = 0.2
-    adv = bim(forward, z, cls, eps, attack_loss(kind, labels), targeted=targeted, accumulate_gradients=accumulate)
-    ref = reference_bim(forward, kind, labels, z, cls, eps, targeted, accumulate)
-    assert torch.equal(adv, ref)
+    adv = attack_under_test("bim", model, z, cls, eps, kind, labels, targeted=targeted,
+                            accumulate_gradients=accumulate)
+    expected = ref.bim(model, z, cls, eps, labels, targeted=targeted, accumulate=accumulate)
+    assert torch.equal(adv, expected)
     assert (adv - z).abs().max() <= eps * (1 + 1e-6)
     assert (adv - z).abs().max() > eps / 2  # it moved
 
 
-def test_bim_accumulation_changes_the_iterates(one_thread):
+def test_spec3_reference_bim_can_tell_the_two_gradient_rules_apart(one_thread):
+    """The comparison above can fail: the reference's two gradient rules give different iterates here, so an
+    attack that took the wrong rule would not equal the reference."""
     model, kind, labels = make("random")
     x, y = images()
-    z = model.normalize(x)
-    forward = normalized_forward(model)
-    a = bim(forward, z, y, 0.3, attack_loss(kind, labels), accumulate_gradients=True)
-    b = bim(forward, z, y, 0.3, attack_loss(kind, labels), accumulate_gradients=False)
+    z = ref.normalize(model, x)
+    a = ref.bim(model, z, y, 0.3, labels, accumulate=True)
+    b = ref.bim(model, z, y, 0.3, labels, accumulate=False)
     assert not torch.equal(a, b)
+    assert not torch.equal(attack_under_test("bim", model, z, y, 0.3, kind, labels, accumulate_gradients=False), a)
+
+
+@pytest.mark.parametrize("kind", ["category", "random", "lowdim"])
+def test_pgd_matches_spec3_reference(one_thread, kind):
+    """torchattacks.PGD as cdu890 called it (random start, [0,1] clamp of normalised inputs, CE on the raw outputs
+    with the label tensor as soft target), one image at a time, against the batched attack. The random start is
+    the same noise: drawn once over the batch tensor from a generator seeded as the batched call's."""
+    model, kind, labels = make(kind)
+    x, y = images()
+    z = ref.normalize(model, x)
+    eps = 0.1
+    adv = attack_under_test("pgd", model, z, y, eps, kind, labels, generator=torch.Generator().manual_seed(1))
+    noise = ref.pgd_start_noise(z, eps, torch.Generator().manual_seed(1))
+    expected = ref.pgd(model, z, y, eps, noise, labels)
+    assert torch.equal(adv, expected)
+    assert adv.min() >= 0 and adv.max() <= 1  # the torchattacks [0,1] clamp quirk, on normalised inputs
+    assert not torch.equal(adv, ref.pgd(model, z, y, eps, noise.flip(0), labels))  # the noise matters
+    # without random start and without the clamp: 4 steps of 2/255, each clipped to the eps ball
+    free = attack_under_test("pgd", model, z, y, eps, kind, labels, random_start=False, clamp_range=None)
+    assert torch.equal(free, ref.pgd(model, z, y, eps, None, labels, clamp01=False))
+    assert torch.allclose((free - z).abs().amax((1, 2, 3)), torch.full((len(z),), 4 * 2 / 255), atol=1e-6)
 
 
 def test_random_targets_reproduce_original_draws():
@@ -224,21 +217,9 @@ def test_random_targets_reproduce_original_draws():
     t = random_targets(y, C)
     assert torch.all(t != y) and t.min() >= 0 and t.max() < C
     assert torch.equal(t, random_targets(y, C))  # same seed, same targets
-    gen = target_generator()  # one generator through batches == all at once
-    assert torch.equal(torch.cat([random_targets(yb, C, gen) for yb in y.split(64)]), t)
-    # The original's loop: torch.manual_seed(444), then a DataLoader at batch size 1, one draw per image.
-    with torch.random.fork_rng():
-        gen = torch.manual_seed(TARGET_SEED)
-        ref = []
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(len(y), 1), y),
-                                             batch_size=1)
-        for _, target in loader:
-            a = torch.randint(0, C, (1,), generator=gen)
-            while a.item() == target.item():
-                a = torch.randint(0, C, (1,), generator=gen)
-            ref.append(a.item())
-    assert t.tolist() == ref
-    assert not torch.equal(random_targets(y, C, torch.Generator().manual_seed(445)), t)
+    # The original's loop (torch.manual_seed(444), a batch-size-1 DataLoader, one draw per image, redrawn on y)
+    assert t.tolist() == ref.original_targets(y, C).tolist()
+    assert not torch.equal(random_targets(y, C, seed=445), t)
     assert torch.all(random_targets(torch.tensor([0, 1, 1, 0]), 2) == torch.tensor([1, 0, 0, 1]))
 
 
@@ -249,31 +230,14 @@ def test_pgd_loss_is_soft_target_cross_entropy():
     out = torch.randn(3, 64, 64)
     y = torch.tensor([2, 0, 9])
     ref = -(labels[y] * out.log_softmax(1)).sum(1).mean(1)
+    def pgd_loss(labels=None):  # the engine's soft_ce hook for a model holding `labels` (or a plain classifier)
+        return make_loss("soft_ce", SimpleNamespace() if labels is None else SimpleNamespace(labels=labels))
     assert torch.allclose(pgd_loss(labels)(out, y), ref, atol=1e-4)
     vec = random_labels((10,))
     out = torch.randn(3, 10)
     assert torch.allclose(pgd_loss(vec)(out, y), -(vec[y] * out.log_softmax(1)).sum(1), atol=1e-4)
     logits = torch.randn(3, C)
     assert torch.allclose(pgd_loss()(logits, y), F.cross_entropy(logits, y, reduction="none"))
-
-
-def test_pgd(one_thread):
-    model, kind, labels = make("category")
-    x, y = images()
-    z = model.normalize(x)
-    forward = normalized_forward(model)
-    eps = 0.1
-    a = pgd(forward, z, y, eps, generator=torch.Generator().manual_seed(1))
-    b = pgd(forward, z, y, eps, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(a, b)
-    assert a.min() >= 0 and a.max() <= 1  # the torchattacks [0,1] clamp quirk, on normalised inputs
-    free = pgd(forward, z, y, eps, generator=torch.Generator().manual_seed(1), clamp_range=None)
-    assert (free - z).abs().max() <= eps * (1 + 1e-6) and free.min() < 0
-    # Without random start: 4 steps of 2/255, each clipped to the eps ball; batched == one image at a time.
-    det = pgd(forward, z, y, eps, random_start=False, clamp_range=None)
-    assert torch.equal(det, torch.cat([pgd(forward, z[i:i + 1], y[i:i + 1], eps, random_start=False,
-                                           clamp_range=None) for i in range(len(z))]))
-    assert torch.allclose((det - z).abs().amax((1, 2, 3)), torch.full((len(z),), 4 * 2 / 255), atol=1e-6)
 
 
 def test_robust_accuracy_counts_initially_wrong_as_failures():

@@ -1,5 +1,6 @@
 """The label-representations study's stages (SPEC 3): splits by level, best-epoch keeping, label-model
-checkpoints, the attack stage against a per-image loop, the CIFAR ResNet and the study's config checks."""
+checkpoints, the attack stage and the batched attacks against the per-image references written from the originals
+(tests/spec3_reference.py), the CIFAR ResNet and the study's config checks."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from advpipe.attacks import label_attacks as la
+import spec3_reference as ref
 from advpipe.config import ConfigError, validate
 from advpipe.data.splits import validation_level_split
 from advpipe.models import build_model, load_trained, save_trained
@@ -17,6 +18,9 @@ from advpipe.models.checkpoint import build_from_spec
 from advpipe.models.label_heads import HighDimHead, LabelModel, VectorHead, label_loss
 from advpipe.pipeline import label_attack, label_train
 from advpipe.pipeline.label_results import data_efficiency
+
+# The batched SPEC 3 attacks under test: the shared engine's configurations (tests/engine_adapter.py).
+from engine_adapter import attack_under_test  # noqa: E402
 
 
 @pytest.fixture
@@ -182,46 +186,65 @@ def trained(tmp_path_factory):
     return tmp_path
 
 
-@pytest.mark.parametrize("label", ["category", "composite"])
-def test_attack_stage_equals_per_image_loop(trained, one_thread, label):
-    """The stage's batched accuracies equal SPEC 3's batch-size-1 loop, at eps 0 they equal the clean accuracy,
-    and they never exceed it."""
-    config = study_config(trained, attacks=["fgsm", "fgsm_targeted", "bim", "bim_targeted"], batch_size=16)
-    table = label_attack.run(config, label, 100, trained / label, trained / f"{label}.csv", log=lambda m: None)
-    model = load_trained(trained / label)
+def attack_images(config):
     from advpipe.data import load_split
     from advpipe.data.splits import subset
     from advpipe.runtime import derive_seed
+
     test = load_split(config["datasets"]["digits"], "test", "data", config["seed"])
-    test = subset(test, 40, derive_seed(config["seed"], "labels", "attack_subset"))
-    kind = label
-    labels = None if kind == "category" else model.labels
-    loss = label_loss(kind, labels, "per_sample")
-    forward = la.normalized_forward(model)
-    decode = (lambda o: o) if kind == "category" else model.decode
-    targets = la.random_targets(test.y, 10)
-    z_all = model.normalize(test.x)
+    return subset(test, 40, derive_seed(config["seed"], "labels", "attack_subset"))
+
+
+@pytest.mark.parametrize("label", ["category", "composite"])
+def test_attack_stage_accuracies_equal_the_originals_loops(trained, one_thread, label):
+    """Every accuracy of the stage (batched, 16 images a batch) equals the originals' batch-size-1 loops
+    (spec3_reference: their attacks, decoding and counting, targets drawn as theirs), at eps 0 the clean accuracy."""
+    from advpipe.runtime import derive_seed
+
+    attacks = ["fgsm", "fgsm_targeted", "bim", "bim_targeted", "pgd"]
+    config = study_config(trained, attacks=attacks, batch_size=16)
+    table = label_attack.run(config, label, 100, trained / label, trained / f"{label}.csv", log=lambda m: None)
+    model = load_trained(trained / label)
+    test = attack_images(config)
+    labels = None if label == "category" else model.labels
+    z = ref.normalize(model, test.x)
+    targets = ref.original_targets(test.y, 10)
+    clean = ref.is_correct(model, z, test.y, labels).sum().item() / len(test.y)
+    assert list(zip(table.attack, table.eps)) == [(a, e) for a in attacks for e in (0, 0.1, 0.3)]
     for row in table.itertuples():
-        targeted = row.attack.endswith("_targeted")
-        correct = 0
-        for i in range(len(test.y)):  # one image at a time, as the original
-            z = z_all[i:i + 1]
-            cls = (targets if targeted else test.y)[i:i + 1]
-            with torch.no_grad():
-                clean_ok = decode(forward(z)).argmax(1).item() == test.y[i].item()
-            if row.attack.startswith("fgsm"):  # SPEC 3's formula, written out
-                zg = z.clone().requires_grad_(True)
-                (g,) = torch.autograd.grad(loss(forward(zg), cls).sum(), zg)
-                z_adv = torch.clamp(z + (-row.eps if targeted else row.eps) * g.sign(), z.min(), z.max())
-            else:
-                z_adv = la.bim(forward, z, cls, row.eps, loss, targeted=targeted)
-            with torch.no_grad():
-                correct += clean_ok and decode(forward(z_adv)).argmax(1).item() == test.y[i].item()
-        assert row.accuracy == correct / len(test.y), (row.attack, row.eps)
-        if row.eps == 0:
-            assert row.accuracy == row.clean_accuracy
-    assert table.clean_accuracy.iloc[0] > 0.6  # trained enough that the attacks have images to flip
-    assert table.accuracy.min() < table.clean_accuracy.iloc[0]  # and they do flip some
+        noise = None
+        if row.attack == "pgd":  # the stage's start offsets: its seeded generator, one draw per batch of 16
+            gen = torch.Generator().manual_seed(derive_seed(config["seed"], "labels", "pgd", label, float(row.eps)))
+            noise = torch.cat([ref.pgd_start_noise(zb, row.eps, gen) for zb in z.split(16)])
+        expected = ref.accuracy(model, z, test.y, row.eps, row.attack, labels, targets, noise)
+        assert row.accuracy == expected, (row.attack, row.eps)
+        assert row.clean_accuracy == clean
+    assert clean > 0.6  # trained enough that the attacks have images to flip
+    assert table.accuracy.min() < clean  # and they do flip some
+
+
+@pytest.mark.parametrize("label", ["category", "composite"])
+def test_attacks_match_spec3_reference_on_trained_models(trained, one_thread, label):
+    """The batched attacks equal the per-image references bit for bit on the trained CNN classifier and the
+    trained 64x64-label model (SPEC 3 settings: BIM 5 steps with the never-zeroed gradient, PGD 4 x 2/255 with
+    random start and the [0,1] clamp)."""
+    model = load_trained(trained / label)
+    test = attack_images(study_config(trained))
+    kind = "category" if label == "category" else "composite"
+    labels = None if label == "category" else model.labels
+    z, y = ref.normalize(model, test.x[:8]), test.y[:8]
+    targets = ref.original_targets(test.y, 10)[:8]
+    eps = 0.3
+    for targeted in (False, True):
+        cls = targets if targeted else y
+        assert torch.equal(attack_under_test("fgsm", model, z, cls, eps, kind, labels, targeted=targeted),
+                           ref.fgsm(model, z, cls, eps, labels, targeted=targeted))
+        assert torch.equal(attack_under_test("bim", model, z, cls, eps, kind, labels, targeted=targeted),
+                           ref.bim(model, z, cls, eps, labels, targeted=targeted))
+    adv = attack_under_test("pgd", model, z, y, eps, kind, labels, generator=torch.Generator().manual_seed(3))
+    noise = ref.pgd_start_noise(z, eps, torch.Generator().manual_seed(3))
+    assert torch.equal(adv, ref.pgd(model, z, y, eps, noise, labels))
+    assert not torch.equal(adv, z.clamp(0, 1))
 
 
 def test_attack_stage_is_deterministic_and_pgd_runs(trained, one_thread):

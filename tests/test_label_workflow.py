@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
+import spec3_reference as ref
+from advpipe.config import validate
+from advpipe.data import load_split
+from advpipe.io.h5 import read_attrs, read_dump
+from advpipe.models import load_trained
+from advpipe.runtime import derive_seed
 from wf import ROOT, job_counts, snakemake
 
 KINDS = ["category", "composite", "lowdim"]
@@ -67,8 +74,8 @@ def test_study_jobs_and_outputs(study):
 
 
 @pytest.mark.slow
-def test_study_tables(study):
-    workdir, _, _ = study
+def test_study_tables(study, one_thread):
+    workdir, config, _ = study
     r = workdir / "results/labels"
     attacks = pd.read_csv(r / "attacks.csv")
     assert len(attacks) == 4 * len(ATTACKS) * len(EPS)
@@ -76,15 +83,35 @@ def test_study_tables(study):
     assert (attacks.accuracy <= attacks.clean_accuracy).all()
     no_attack = attacks[attacks.eps == 0]  # not attacked, as the original
     assert (no_attack.accuracy == no_attack.clean_accuracy).all()
-    # The per-image dumps hold what the table summarises.
-    from advpipe.io.h5 import read_attrs, read_dump
+    # Independent of the stage: each table row recomputed from the trained checkpoint with the originals'
+    # batch-size-1 attacks, decoding and counting (tests/spec3_reference.py), and the dump's per-image flags too.
+    cfg = validate(yaml.safe_load(open(config)))
+    seed = cfg["seed"]
+    test = load_split(cfg["datasets"]["digits"], "test", cfg["data_root"], seed)
     for label, rows in attacks.groupby("label"):
         dump = read_dump(r / "attacks" / f"{label}.h5")
         assert list(read_attrs(r / "attacks" / f"{label}.h5")["eps"]) == EPS
-        assert (dump["target"] != dump["label"]).all() and len(dump["index"]) == 60
+        assert len(dump["index"]) == 60 == len(set(dump["index"]))
+        pos = np.array([np.flatnonzero(test.index == i)[0] for i in dump["index"]])
+        x, y = test.x[pos], test.y[pos]
+        assert np.array_equal(dump["label"], y.numpy())
+        model = load_trained(r / "models" / label / "level100")
+        labels = getattr(model, "labels", None)  # None: the category model
+        z = ref.normalize(model, x)
+        targets = ref.original_targets(y, 10)
+        assert np.array_equal(dump["target"], targets.numpy()) and (dump["target"] != dump["label"]).all()
+        clean = ref.is_correct(model, z, y, labels)
+        assert np.array_equal(dump["clean_correct"], clean.numpy())
         for row in rows.itertuples():
-            still = dump[f"correct_{row.attack}"][:, EPS.index(row.eps)]
-            assert (dump["clean_correct"] & still).mean() == pytest.approx(row.accuracy, abs=1e-9)  # the CSV keeps 10 digits
+            assert row.clean_accuracy == pytest.approx(clean.sum().item() / 60, abs=1e-9)  # the CSV keeps 10 digits
+            noise = None
+            if row.attack == "pgd":  # the stage's start offsets: its seeded generator, one draw over the 60 images
+                gen = torch.Generator().manual_seed(derive_seed(seed, "labels", "pgd", label, float(row.eps)))
+                noise = ref.pgd_start_noise(z, row.eps, gen)
+            still = ref.still_correct(model, z, y, row.eps, row.attack, labels, targets, noise)
+            assert np.array_equal(dump[f"correct_{row.attack}"][:, EPS.index(row.eps)], still.numpy()), row
+            assert row.accuracy == pytest.approx((clean & still).sum().item() / 60, abs=1e-9), row
+    assert (attacks.accuracy < attacks.clean_accuracy).any()  # the attacks flip some images
 
     eff = pd.read_csv(r / "data_efficiency.csv")
     assert len(eff) == 8 and set(eff.level) == {100, 50}
@@ -101,8 +128,6 @@ def test_study_tables(study):
 @pytest.mark.slow
 def test_user_label_file_is_used_as_given(study):
     workdir, _, _ = study
-    from advpipe.models import load_trained
-
     model = load_trained(workdir / "results/labels/models/mine/level100")
     assert np.array_equal(model.labels.numpy(), np.load(workdir / "mine.npy"))
     assert np.array_equal(np.load(workdir / "results/labels/sets/mine.npy"), np.load(workdir / "mine.npy"))

@@ -329,7 +329,8 @@ def test_registered_attack(correct):
     attack = build_attack({"method": "search", "eps": 1, "steps": 20, "mode": "l2min"})
     result = attack(model, x, y)
     assert result.x_adv.shape == x.shape and result.x_adv.min() >= 0 and result.x_adv.max() <= 1
-    delta = perturbation_search(model, x, y, eps=1, steps=20, mode="l2min").delta
+    # x_adv is x plus the minimal delta of the independent step-by-step loop, clamped to [0,1]
+    delta = smallest_met(*reference_iterates(model, x, y, eps=1, steps=20, mode="l2min"))[0]
     assert torch.equal(result.x_adv, (x + delta).clamp(0, 1))
     with torch.no_grad():
         assert torch.equal(result.success, model(result.x_adv).argmax(1) != y)
@@ -342,6 +343,64 @@ def test_registered_attack(correct):
            "ensure_proper_minimization": False}
     r1, r2 = (build_attack(cfg).run(model, x, y, batch_size=64, progress=False) for _ in range(2))
     assert torch.equal(r1.x_adv, r2.x_adv) and 0.3 < (r1.x_adv != x).flatten(1).any(1).float().mean() < 0.7
+
+
+def linear_walk(margin_rms, total, steps, momentum):
+    """SPEC 2's search in one dimension, float64: for a two-class linear model every direction it takes (the CE
+    gradient, a positive multiple of w_other - w_y, and -delta) is parallel to u = w_other - w_y, so delta =
+    s * u / RMS(u) and each unit-RMS step moves s by ss_t (momentum mixes those +-1 directions). The criterion
+    (still classified y; argmax ties go to y = class 0) holds while s <= margin_rms. Returns the smallest |s| of
+    the evaluated points at which it failed (the search's answer), and the step at which that first happened."""
+    s, m, best, first = 0.0, 0.0, float("inf"), -1
+    for t in range(steps + 1):
+        follow = s <= margin_rms
+        if not follow:
+            best = min(best, abs(s))
+            first = t if first < 0 else first
+        if t == steps:
+            break
+        d = 1.0 if follow else -float(np.sign(s))
+        if momentum > 0:
+            m = momentum * m + (1 - momentum) * d
+            d = m
+        s += total * (steps - t) / (steps * (steps + 1) / 2) * d
+    return best, first
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_registered_attack_finds_the_distance_to_a_linear_boundary(momentum):
+    """One image, a linear two-class model: the minimal perturbation is known in closed form, the RMS distance to
+    the decision hyperplane d* = margin / (|u|_2 sqrt(n)), u = w_1 - w_0, and the search can only approach it
+    from above with its shrinking steps (its exact answer: the one-dimensional walk above)."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(2, 16, generator=g)
+    x = 0.5 + 0.05 * torch.randn(1, 1, 4, 4, generator=g)
+    u = (w[1] - w[0]).double()
+    # f_0 - f_1 = -u.x - b_1: a margin of 0.3 |u|_2, an L2 distance of 0.3 (RMS 0.075) to the hyperplane
+    bias = torch.tensor([0.0, -(u @ x.double().flatten()).item() - 0.3 * u.norm().item()])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(w)
+        model[1].bias.copy_(bias)
+    y = torch.zeros(1, dtype=torch.int64)
+    with torch.no_grad():
+        logits = model(x).double()[0]
+    d_star = (logits[0] - logits[1]).item() / (u.norm().item() * 16 ** 0.5)  # RMS distance to the hyperplane
+    assert 0.05 < d_star < 0.1
+    eps, steps = 0.3, 60
+    expected, first = linear_walk(d_star, eps, steps, momentum)
+    assert 0 < first <= steps // 2  # so the default ensure_proper_minimization passes
+    result = build_attack({"method": "search", "eps": eps, "steps": steps, "mode": "l2min",
+                           "momentum": momentum})(model, x, y)
+    found = rms((result.x_adv - x).double()).item()
+    assert result.x_adv.min() > 0 and result.x_adv.max() < 1  # no clamping: x_adv - x is the search's delta
+    assert found == pytest.approx(expected, abs=1e-6)
+    assert d_star < found <= d_star * 1.02  # within 2% of the true minimum, never below it
+    with torch.no_grad():
+        assert model(result.x_adv).argmax(1).item() == 1 and result.success.item()
+    # the perturbation is along u (a multiple of the hyperplane's normal): cosine 1
+    cos = torch.nn.functional.cosine_similarity((result.x_adv - x).double().flatten(), u, dim=0)
+    assert cos.item() == pytest.approx(1.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("cfg, match", [

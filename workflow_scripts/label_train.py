@@ -7,4 +7,5 @@ from advpipe.pipeline import label_train
 log = start_job(snakemake)
 w = snakemake.wildcards
 label_train.train_label_model(snakemake.config, w.label, float(w.level), snakemake.input.labels,
-                              Path(snakemake.output.model).parent, log=log)
+                              Path(snakemake.output.model).parent, log=log,
+                              state_path=snakemake.params.state)

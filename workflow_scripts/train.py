@@ -5,4 +5,5 @@ from advpipe.jobs import start_job
 from advpipe.pipeline import train
 
 log = start_job(snakemake)
-train.run(snakemake.config, snakemake.wildcards.model, Path(snakemake.output.model).parent, log=log)
+train.run(snakemake.config, snakemake.wildcards.model, Path(snakemake.output.model).parent, log=log,
+          state_path=snakemake.params.state)

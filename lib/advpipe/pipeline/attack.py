@@ -57,6 +57,9 @@ def run(config: Mapping[str, Any], model_name: str, attack_name: str, model_dir:
     seed = derive_seed(config["seed"], "attack", model_name, attack_name)
     model_cfg, attack_cfg = entry(config, "models", model_name), entry(config, "attacks", attack_name)
     attack = configured_attack(attack_name, attack_cfg, seed)  # a bad parameter fails before any work
+    if attack.is_grid:  # the engine answers grids (the label study uses them); this stage's dump is per image
+        raise ConfigError(f"config key 'attacks.{attack_name}.eps': the attack rule stores one adversarial per "
+                          f"image and takes one eps, got the grid {attack_cfg['eps']!r}")
     seed_everything(seed)
     device = select_device(config["device"])
     dataset_cfg = entry(config, "datasets", model_cfg["dataset"])
@@ -86,6 +89,8 @@ def run(config: Mapping[str, Any], model_name: str, attack_name: str, model_dir:
         **out, "success": out["pred"] != label, "correct": out["pred"] == label,
         **{f"norm_{k}": v for k, v in norms.items()},
     }
+    if result.distance is not None:  # minimal attacks: the smallest adversarial distance found (inf: none)
+        arrays["distance"] = result.distance.cpu().numpy()
     section = {"model": model_cfg, "attack": attack_cfg, "attack_name": attack_name}
     write_dump(out_h5, arrays, provenance(section, seed))
     write_csv(norms_stats(norms), out_norms_stats)

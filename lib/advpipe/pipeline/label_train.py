@@ -23,7 +23,7 @@ from advpipe.models.checkpoint import build_from_spec
 from advpipe.models.label_heads import label_loss
 from advpipe.pipeline.train import model_spec
 from advpipe.runtime import derive_seed, seed_everything, select_device
-from advpipe.train import train_classifier
+from advpipe.train import resume, train_classifier
 
 
 def make_label_set(config: Mapping[str, Any], label: str, out_path: str | os.PathLike, log=print) -> np.ndarray:
@@ -76,6 +76,14 @@ class BestCheckpoint:
             self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return {"val_accuracy": acc, "val_loss": loss, "best": float(best)}
 
+    # The best-so-far travels with the resumable training state (advpipe.train.resume).
+    def state_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "val_loss": self.val_loss, "epoch": self.epoch, "state": self.state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.accuracy, self.val_loss, self.epoch = float(state["accuracy"]), float(state["val_loss"]), int(state["epoch"])
+        self.state = None if state["state"] is None else {k: v.clone() for k, v in state["state"].items()}
+
 
 class LabelObjective:
     """The training loss of SPEC 3 as a train-loop objective: CE on the logits for category, SmoothL1 between
@@ -96,7 +104,7 @@ class LabelObjective:
 
 
 def train_label_model(config: Mapping[str, Any], label: str, level: float, label_path: str | os.PathLike,
-                      out_dir: str | os.PathLike, log=print) -> dict:
+                      out_dir: str | os.PathLike, log=print, state_path: str | os.PathLike | None = None) -> dict:
     """Train the study's backbone on label `label` with `level` percent of the training split; write the best
     epoch's model.pt + model.json + train_log.csv to out_dir; return model.json's content."""
     study = config["labels"]
@@ -129,8 +137,10 @@ def train_label_model(config: Mapping[str, Any], label: str, level: float, label
                          "labels.backbone.train.batch_size or the level")
     objective = LabelObjective(kind, labels)
     best = BestCheckpoint(val.x, val.y, objective)
+    # The label tensor is in the fingerprint: a resumed state overwrites the model's label buffer.
+    fingerprint = resume.fingerprint("labels", spec, resume.tensor_digest(labels.cpu(), val.x, val.y))
     rows = train_classifier(model, train.x, train.y, backbone["train"], seed, objective=objective, log=log,
-                            on_epoch_end=best)
+                            on_epoch_end=best, state_path=state_path, fingerprint=fingerprint)
     model.load_state_dict(best.state)
     model.eval()
     test = load_split(dataset_cfg, "test", config["data_root"], config["seed"])
@@ -141,4 +151,6 @@ def train_label_model(config: Mapping[str, Any], label: str, level: float, label
     out_dir = Path(out_dir)
     write_csv(pd.DataFrame(rows), out_dir / "train_log.csv")
     save_trained(out_dir, model, spec)  # model.json last: its presence marks a complete folder
+    if state_path is not None:
+        resume.clear_state(state_path)
     return spec

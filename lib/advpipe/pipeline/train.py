@@ -13,7 +13,7 @@ from advpipe.io.tables import write_csv
 from advpipe.models import save_trained
 from advpipe.models.checkpoint import build_from_spec
 from advpipe.runtime import derive_seed, seed_everything, select_device
-from advpipe.train import build_objective, evaluate_accuracy, train_classifier
+from advpipe.train import build_objective, evaluate_accuracy, resume, train_classifier
 
 
 def model_spec(model_cfg: Mapping[str, Any], dataset_cfg: Mapping[str, Any], data_root: str, seed: int) -> dict:
@@ -34,8 +34,10 @@ def model_spec(model_cfg: Mapping[str, Any], dataset_cfg: Mapping[str, Any], dat
     }
 
 
-def run(config: Mapping[str, Any], model_name: str, out_dir: str | os.PathLike, log=print) -> dict:
-    """Train config model `model_name` into out_dir; return model.json's content."""
+def run(config: Mapping[str, Any], model_name: str, out_dir: str | os.PathLike, log=print,
+        state_path: str | os.PathLike | None = None) -> dict:
+    """Train config model `model_name` into out_dir; return model.json's content. With `state_path` (outside the
+    outputs), the training state is saved there every epoch and a rerun of a killed job resumes from it."""
     model_cfg = entry(config, "models", model_name)
     dataset_cfg = entry(config, "datasets", model_cfg["dataset"])
     seed = derive_seed(config["seed"], "train", model_name)
@@ -47,9 +49,11 @@ def run(config: Mapping[str, Any], model_name: str, out_dir: str | os.PathLike, 
     model = build_from_spec(spec).to(device)
     log(f"training {model_name}: {model_cfg['arch']} on {len(train.y)} images of {model_cfg['dataset']}")
     # The objective draws its own random numbers (random classes, half-and-half masks): its own seed.
+    objective_seed = derive_seed(config["seed"], "objective", model_name)
     objective = build_objective(model_cfg["train"]["objective"], num_classes=spec["num_classes"],
-                                seed=derive_seed(config["seed"], "objective", model_name))
-    rows = train_classifier(model, train.x, train.y, model_cfg["train"], seed, objective=objective, log=log)
+                                seed=objective_seed)
+    rows = train_classifier(model, train.x, train.y, model_cfg["train"], seed, objective=objective, log=log,
+                            state_path=state_path, fingerprint=resume.fingerprint("train", spec, objective_seed))
     if hasattr(objective, "state_dict"):
         spec["objective_state"] = objective.state_dict()  # e.g. the psi integrator (SPEC 2)
     spec["metrics"] = {"train_accuracy": evaluate_accuracy(model, train.x, train.y),
@@ -58,4 +62,6 @@ def run(config: Mapping[str, Any], model_name: str, out_dir: str | os.PathLike, 
     out_dir = Path(out_dir)
     write_csv(pd.DataFrame(rows), out_dir / "train_log.csv")
     save_trained(out_dir, model, spec)  # model.json last: its presence marks a complete folder
+    if state_path is not None:
+        resume.clear_state(state_path)
     return spec
