@@ -27,6 +27,7 @@ lint: setup
 bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/bench_bim.py
+	$(BIN)/python bench/bench_engine.py
 	$(BIN)/python bench/bench_score.py
 	$(BIN)/python bench/bench_label_attacks.py
 	$(BIN)/python bench/bench_plot.py

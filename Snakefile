@@ -32,6 +32,7 @@ include: "rules/score.smk"
 include: "rules/plot.smk"
 include: "rules/explanations.smk"
 include: "rules/labels.smk"
+include: "rules/robustness.smk"
 
 
 localrules:

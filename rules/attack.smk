@@ -1,7 +1,6 @@
 rule attack:
     input:
-        unpack(model_files),
-        clean=f"{R}/representations/{{model}}/test.h5",
+        unpack(get_attack_inputs),
     output:
         h5=f"{R}/attacks/{{model}}/{{attack}}.h5",
         norms_stats=f"{R}/attacks/{{model}}/{{attack}}_norms_stats.csv",
@@ -14,7 +13,7 @@ rule attack:
         "logs/attack/{model}/{attack}.log",
     benchmark:
         "benchmarks/attack/{model}/{attack}.tsv"
-    threads: 2
+    threads: model_threads
     resources:
         mem_mb=4000,
         runtime=120,

@@ -1,12 +1,14 @@
 # Wildcard constraints, target lists and input functions derived from the validated config.
 import advpipe.config
-from advpipe.labels.study import format_level, label_kinds
+from advpipe.labels.study import attack_level, label_attack_name, label_kinds, label_model_name
+from advpipe.pipeline.specs import attack_job, model_job
 from advpipe.projections import PROJECTIONS, estimator_options
 
 R = config["results"]
 VRAPI = config["vrapi"]
 EXPLANATIONS = config["explanations"]
 LABELS = config["labels"]
+ROBUSTNESS = config["robustness"]
 LABEL_KINDS = label_kinds(LABELS) if LABELS["enabled"] else {}
 
 
@@ -87,17 +89,15 @@ def label_set(label):
     return f"{R}/labels/sets/{label}.npy"
 
 
-def label_model_dir(label, level):
-    return f"{R}/labels/models/{label}/level{format_level(level)}"
+def label_attack_dumps():
+    """{label: {attack: dump}} of the label study's attacks on its models of the attacked level."""
+    level = attack_level(LABELS)
+    return {label: {a: attack_h5(label_model_name(label, level), label_attack_name(a))
+                    for a in LABELS["attack"]["attacks"]} for label in LABEL_KINDS}
 
 
 def label_attack_level():
-    level = LABELS["attack"].get("level")
-    return max(LABELS["levels"]) if level is None else level
-
-
-def label_attacks_csv(label):
-    return f"{R}/labels/attacks/{label}.csv"
+    return attack_level(LABELS)
 
 
 def labels_targets():
@@ -105,21 +105,52 @@ def labels_targets():
         return []
     figures = f"{R}/figures/labels"
     attacks = [f"{figures}/accuracy_vs_eps_{a}.{ext}" for a in LABELS["attack"]["attacks"] for ext in ("pdf", "png")]
-    dumps = [f"{R}/labels/attacks/{name}.h5" for name in LABEL_KINDS]  # listed: see vrapi_targets
+    dumps = [d for by_attack in label_attack_dumps().values() for d in by_attack.values()]  # see vrapi_targets
     return [f"{R}/labels/label_stats.csv", f"{R}/labels/attacks.csv", f"{R}/labels/data_efficiency.csv"] + dumps + attacks + [
         f"{figures}/{name}.{ext}" for name in ("label_images", "data_efficiency") for ext in ("pdf", "png")]
 
 
+def robustness_targets():
+    """Curve, eps50 and figure of each (model, attack) of the robustness section, read from the attack dumps."""
+    if not ROBUSTNESS["enabled"]:
+        return []
+    return [path for m in ROBUSTNESS["models"] for a in ROBUSTNESS["attacks"]
+            for path in (f"{R}/robustness/{m}/{a}.csv", f"{R}/robustness/{m}/{a}_eps50.csv",
+                         f"{R}/figures/robustness/{m}/{a}.pdf", f"{R}/figures/robustness/{m}/{a}.png")]
+
+
 def all_targets():
-    targets = [f"{R}/representations/{m}/{s}.h5" for m in config["models"] for s in config["represent"]["splits"]]
-    return targets + vrapi_targets() + explanations_targets() + labels_targets()
+    # Every hand-written model is represented; a study's generated models (labels) only where a study asks.
+    targets = [f"{R}/representations/{m}/{s}.h5" for m, entry in config["models"].items() if "label" not in entry
+               for s in config["represent"]["splits"]]
+    return targets + vrapi_targets() + explanations_targets() + labels_targets() + robustness_targets()
 
 
 # Input and param functions (no lambdas in rules). Params carry the config sections a job depends on,
 # so Snakemake reruns a job when its part of the config changes.
+def model_threads(wildcards):
+    """Threads of a model's train and attack jobs: 1 for a study's many small generated models (the label study:
+    two 1-thread jobs give 2x the throughput of one on 2 cores, one 2-thread job 1.37x), else 2. The thread count
+    is part of a job's CPU result, so it follows the model, not the machine."""
+    return 1 if "label" in advpipe.config.entry(config, "models", wildcards.model) else 2
+
+
 def get_model_params(wildcards):
+    return model_job(config, wildcards.model)
+
+
+def get_train_inputs(wildcards):
+    """A label model trains on its label set (a rule input: a missing user label file fails before any job)."""
     model = advpipe.config.entry(config, "models", wildcards.model)
-    return dict(model=model, dataset=config["datasets"][model["dataset"]], seed=config["seed"])
+    return {"labels": label_set(model["label"]["name"])} if "label" in model else {}
+
+
+def get_attack_inputs(wildcards):
+    """The model, and the clean representation dump when only correctly classified images are attacked."""
+    inputs = model_files(wildcards)
+    if advpipe.config.entry(config, "attacks", wildcards.attack)["images"] == "correct":
+        inputs["clean"] = clean_h5(wildcards.model)
+    return inputs
 
 
 def get_ara_params(wildcards):
@@ -135,8 +166,7 @@ def get_represent_params(wildcards):
 
 
 def get_attack_params(wildcards):
-    return dict(attack=config["attacks"][wildcards.attack], seed=config["seed"],
-                num_saved_images=config["represent"]["num_saved_images"])
+    return attack_job(config, wildcards.model, wildcards.attack)
 
 
 def get_projection_params(wildcards):
@@ -171,14 +201,25 @@ def get_plot_inputs(wildcards):
     )
 
 
+def get_robustness_input(wildcards):
+    return attack_h5(wildcards.model, wildcards.attack)
+
+
+def get_robustness_dpi(wildcards):
+    return ROBUSTNESS["plot"]["dpi"]
+
+
 def get_plot_params(wildcards):
     return dict(plot=VRAPI["plot"])
 
 
 def get_label_set_params(wildcards):
-    backbone = LABELS["backbone"]
-    return dict(kind=label_kinds_entry(wildcards.label), dataset=config["datasets"][backbone["dataset"]],
-                seed=config["seed"])
+    return dict(label=wildcards.label, kind=label_kinds_entry(wildcards.label),
+                dataset=config["datasets"][LABELS["backbone"]["dataset"]], seed=config["seed"])
+
+
+def get_label_stats_params(wildcards):
+    return dict(dataset=config["datasets"][LABELS["backbone"]["dataset"]], seed=config["seed"])
 
 
 def get_label_file_input(wildcards):
@@ -193,27 +234,13 @@ def label_kinds_entry(label):
     return LABEL_KINDS[label]
 
 
-def get_label_train_params(wildcards):
-    return dict(**get_label_set_params(wildcards), backbone=LABELS["backbone"],
-                validation_fraction=LABELS["validation_fraction"])
-
-
-def get_label_attack_inputs(wildcards):
-    folder = label_model_dir(wildcards.label, label_attack_level())
-    return dict(model=f"{folder}/model.pt", spec=f"{folder}/model.json")
-
-
-def get_label_attack_params(wildcards):
-    return dict(**get_label_train_params(wildcards), attack=LABELS["attack"], level=label_attack_level())
-
-
 def get_label_stats_inputs(wildcards):
     return {name: label_set(name) for name in LABEL_KINDS}
 
 
 def get_label_table_inputs(wildcards):
-    return [label_attacks_csv(name) for name in LABEL_KINDS]
+    return [d for by_attack in label_attack_dumps().values() for d in by_attack.values()]
 
 
 def get_label_efficiency_inputs(wildcards):
-    return [f"{label_model_dir(name, level)}/model.json" for name in LABEL_KINDS for level in LABELS["levels"]]
+    return [f"{model_dir(label_model_name(name, level))}/model.json" for name in LABEL_KINDS for level in LABELS["levels"]]

@@ -1,4 +1,6 @@
-# The label-representations study (SPEC 3): label sets, one model per (label, level), attacks, summaries.
+# The label-representations study (SPEC 3): what only it has, the label sets and their statistics, and its
+# summaries. Its (label, level) models and its attacks are entries of `models:` and `attacks:`
+# (advpipe.labels.study.expand), built by the shared train and attack rules.
 
 
 rule label_set:
@@ -25,6 +27,8 @@ rule label_set:
 rule label_stats:
     input:
         unpack(get_label_stats_inputs),
+    params:
+        section=get_label_stats_params,
     output:
         csv=f"{R}/labels/label_stats.csv",
         pdf=f"{R}/figures/labels/label_images.pdf",
@@ -43,54 +47,6 @@ rule label_stats:
         "../workflow_scripts/label_stats.py"
 
 
-rule label_train:
-    input:
-        labels=label_set("{label}"),
-    output:
-        model=f"{R}/labels/models/{{label}}/level{{level}}/model.pt",
-        spec=f"{R}/labels/models/{{label}}/level{{level}}/model.json",
-        log_csv=f"{R}/labels/models/{{label}}/level{{level}}/train_log.csv",
-    params:
-        section=get_label_train_params,
-        state=f"{R}/.train_state/labels/{{label}}/level{{level}}.pt",  # resumable state (see rule train)
-    log:
-        "logs/labels/train/{label}/level{level}.log",
-    benchmark:
-        "benchmarks/labels/train/{label}/level{level}.tsv"
-    threads: 1  # small per-label jobs: two 1-thread jobs beat one 2-thread job (x2 vs x1.4 on 2 cores)
-    resources:
-        mem_mb=4000,
-        runtime=240,
-        gpu=1,
-    conda:
-        "../envs/advpipe.yaml"
-    script:
-        "../workflow_scripts/label_train.py"
-
-
-rule label_attack:
-    input:
-        unpack(get_label_attack_inputs),
-    output:
-        csv=label_attacks_csv("{label}"),
-        h5=f"{R}/labels/attacks/{{label}}.h5",
-    params:
-        section=get_label_attack_params,
-    log:
-        "logs/labels/attack/{label}.log",
-    benchmark:
-        "benchmarks/labels/attack/{label}.tsv"
-    threads: 1  # small per-label jobs: two 1-thread jobs beat one 2-thread job (x2 vs x1.4 on 2 cores)
-    resources:
-        mem_mb=4000,
-        runtime=240,
-        gpu=1,
-    conda:
-        "../envs/advpipe.yaml"
-    script:
-        "../workflow_scripts/label_attack.py"
-
-
 rule label_attack_table:
     input:
         get_label_table_inputs,
@@ -99,6 +55,8 @@ rule label_attack_table:
         figures=[f"{R}/figures/labels/accuracy_vs_eps_{a}.{ext}" for a in LABELS["attack"]["attacks"]
                  for ext in ("pdf", "png")],
     params:
+        dumps=label_attack_dumps(),
+        level=label_attack_level(),
         plot=LABELS["plot"],
     log:
         "logs/labels/attack_table.log",

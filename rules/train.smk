@@ -1,4 +1,6 @@
 rule train:
+    input:
+        unpack(get_train_inputs),
     output:
         model=f"{R}/models/{{model}}/model.pt",
         spec=f"{R}/models/{{model}}/model.json",
@@ -11,7 +13,7 @@ rule train:
         "logs/train/{model}.log",
     benchmark:
         "benchmarks/train/{model}.tsv"
-    threads: 2
+    threads: model_threads
     resources:
         mem_mb=4000,
         runtime=120,

@@ -37,9 +37,23 @@ from advpipe.data import DataError, load_split
 from advpipe.io.h5 import DumpError
 from advpipe.models.checkpoint import CheckpointError
 from advpipe.pipeline import attack, plot, project, represent, score, train
+from advpipe.pipeline.specs import attack_job, model_job
 from wf import TINY, h5_contents, snakemake, snakemake_cmd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+
+def run_train(config, model, out_dir):
+    """The train stage on the entries the rule would pass (advpipe.pipeline.specs)."""
+    return train.run(**model_job(config, model), out_dir=out_dir, data_root=config["data_root"],
+                     device=config["device"], log=quiet)
+
+
+def run_attack(config, model, attack_name, model_dir, clean, out_h5, norms, evaluation, confusion, images):
+    return attack.run(**attack_job(config, model, attack_name), model_dir=model_dir, clean_h5=clean, out_h5=out_h5,
+                      out_norms_stats=norms, out_eval=evaluation, out_confusion=confusion, images_dir=images,
+                      data_root=config["data_root"], device=config["device"], log=quiet)
 
 
 def quiet(*_):
@@ -99,8 +113,8 @@ class Files:
 
     def attack(self, config=None, clean=None):
         o = self.out / "attack"
-        attack.run(config or self.config, "cnn", "fgsm", self.model_dir, clean or self.clean, o / "fgsm.h5",
-                   o / "norms.csv", o / "eval.csv", o / "confusion.csv", o / "images", log=quiet)
+        run_attack(config or self.config, "cnn", "fgsm", self.model_dir, clean or self.clean, o / "fgsm.h5",
+                   o / "norms.csv", o / "eval.csv", o / "confusion.csv", o / "images")
 
     def project(self, trial=0, config=None):
         project.run(config or self.config, "cnn", ["fgsm"], "pca", trial, self.clean, [self.adv],
@@ -122,13 +136,13 @@ class Files:
 def made(tmp_path_factory, one_thread) -> Files:
     root = tmp_path_factory.mktemp("made")
     files = Files(root, make_config(root / "data"))
-    train.run(files.config, "cnn", files.model_dir, log=quiet)
+    run_train(files.config, "cnn", files.model_dir)
     o = root / "representations/cnn"
     represent.run(files.config, "cnn", "test", files.model_dir, files.clean, o / "test_eval.csv",
                   o / "test_confusion.csv", o / "images_test", log=quiet)
     o = root / "attacks/cnn"
-    attack.run(files.config, "cnn", "fgsm", files.model_dir, files.clean, files.adv, o / "fgsm_norms_stats.csv",
-               o / "fgsm_eval.csv", o / "fgsm_confusion.csv", o / "fgsm_images", log=quiet)
+    run_attack(files.config, "cnn", "fgsm", files.model_dir, files.clean, files.adv, o / "fgsm_norms_stats.csv",
+               o / "fgsm_eval.csv", o / "fgsm_confusion.csv", o / "fgsm_images")
     project.run(files.config, "cnn", ["fgsm"], "pca", 0, files.clean, [files.adv], [files.projection], log=quiet)
     return files
 
@@ -397,7 +411,7 @@ NPZ_CASES = [
 def test_bad_npz_dataset_refused_by_train(files, what, arrays, phrases):
     path = write_npz(own_npz(files), **arrays)
     out = files.out / "model"
-    expect(DataError, lambda: train.run(npz_config(files), "cnn", out, log=quiet), path, *phrases)
+    expect(DataError, lambda: run_train(npz_config(files), "cnn", out), path, *phrases)
     assert files.wrote_nothing()
 
 
@@ -413,7 +427,7 @@ def test_nan_in_npz_refused_by_represent_and_attack_too(files):
 def test_truncated_npz(files):
     path = write_npz(own_npz(files))
     truncate(path)
-    expect(DataError, lambda: train.run(npz_config(files), "cnn", files.out / "m", log=quiet), path,
+    expect(DataError, lambda: run_train(npz_config(files), "cnn", files.out / "m"), path,
            "not a readable .npz file", "expected an .npz file (numpy.savez) with arrays x")
     assert files.wrote_nothing()
 
@@ -423,14 +437,14 @@ def test_npz_whose_pickle_would_run_code_never_runs_it(files, tmp_path):
     path = own_npz(files)
     path.parent.mkdir(parents=True)
     np.savez(path, x=np.array([RunsCode(marker)], dtype=object), y=np.zeros(1, np.int64))
-    expect(DataError, lambda: train.run(npz_config(files), "cnn", files.out / "m", log=quiet), path,
+    expect(DataError, lambda: run_train(npz_config(files), "cnn", files.out / "m"), path,
            "allow_pickle=False", "expected an .npz file")
     assert not marker.exists()
 
 
 def test_missing_npz_names_the_path_under_data_root(files):
     path = own_npz(files)
-    expect(FileNotFoundError, lambda: train.run(npz_config(files), "cnn", files.out / "m", log=quiet), path,
+    expect(FileNotFoundError, lambda: run_train(npz_config(files), "cnn", files.out / "m"), path,
            f"under data_root {files.config['data_root']}", "expected the .npz file with arrays x and y")
 
 
@@ -438,7 +452,7 @@ def test_missing_data_root(files, tmp_path):
     cfg = copy.deepcopy(files.config)
     cfg["data_root"] = str(tmp_path / "no_such_data_root")
     cfg["datasets"]["digits"] = {"source": "mnist", "download": False}
-    expect(FileNotFoundError, lambda: train.run(cfg, "cnn", files.out / "m", log=quiet),
+    expect(FileNotFoundError, lambda: run_train(cfg, "cnn", files.out / "m"),
            f"data_root {cfg['data_root']} (config key 'data_root') does not exist", "expected MNIST's files there",
            "download: true")
     assert files.wrote_nothing()
@@ -522,7 +536,7 @@ def test_projection_of_a_trial_that_does_not_exist(files):
 
 
 def test_stage_asked_for_a_model_the_config_does_not_define(files):
-    expect(ConfigError, lambda: train.run(files.config, "resnet", files.out / "m", log=quiet),
+    expect(ConfigError, lambda: run_train(files.config, "resnet", files.out / "m"),
            "config key 'models.resnet'", "expected one of ['cnn']")
     assert files.wrote_nothing()
 

@@ -23,7 +23,7 @@ def test_defaults_filled_from_schema():
     cfg = validate(base())
     assert cfg["seed"] == 0 and cfg["results"] == "results"
     assert cfg["attacks"]["fgsm"] == {"method": "fgsm", "batch_size": 1000, "norm": "linf", "eps": "3/255",
-                                      "space": "pixels", "loss": "ce", "clamp": "box"}
+                                      "space": "pixels", "loss": "ce", "clamp": "box", "images": "correct"}
     assert cfg["attacks"]["cw"]["max_iterations"] == 1000 and cfg["attacks"]["cw"]["initial_const"] == 0.01
     assert cfg["models"]["cnn"]["train"]["augment"] == {"crop_padding": 4, "pad_mode": "zeros", "hflip": True}
     objective = cfg["models"]["cnn"]["train"]["objective"]  # SPEC 2's constants are the defaults

@@ -16,8 +16,13 @@ from advpipe.data.splits import validation_level_split
 from advpipe.models import build_model, load_trained, save_trained
 from advpipe.models.checkpoint import build_from_spec
 from advpipe.models.label_heads import HighDimHead, LabelModel, VectorHead, label_loss
-from advpipe.pipeline import label_attack, label_train
-from advpipe.pipeline.label_results import data_efficiency
+from advpipe.labels import stages
+from advpipe.labels.stages import data_efficiency
+from advpipe.labels.study import label_attack_name, label_model_name
+from advpipe.pipeline import attack as attack_stage
+from advpipe.pipeline import train as train_stage
+from advpipe.pipeline.specs import attack_job, model_job
+from advpipe.train.validation import BestCheckpoint
 
 # The batched SPEC 3 attacks under test: the shared engine's configurations (tests/engine_adapter.py).
 from engine_adapter import attack_under_test  # noqa: E402
@@ -89,7 +94,7 @@ class FixedObjective:
 def test_best_checkpoint_highest_accuracy_ties_by_lower_loss():
     model = Fixed()
     x, y = torch.zeros(10, 1), torch.arange(10) % 2
-    best = label_train.BestCheckpoint(x, y, FixedObjective(model))
+    best = BestCheckpoint(x, y, FixedObjective(model))
     history = [(5, 1.0), (8, 2.0), (8, 1.5), (8, 1.7), (7, 0.1)]  # (correct, loss) per epoch
     flags = []
     for epoch, (correct, loss) in enumerate(history, 1):
@@ -179,11 +184,26 @@ def trained(tmp_path_factory):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     for label in ("category", "composite"):
-        label_train.make_label_set(config, label, tmp_path / f"{label}.npy", log=lambda m: None)
-        label_train.train_label_model(config, label, 100, tmp_path / f"{label}.npy", tmp_path / label,
-                                      log=lambda m: None)
+        stages.make_label_set(label=label, kind=label, dataset=config["datasets"]["digits"], seed=config["seed"],
+                              out_path=tmp_path / f"{label}.npy", log=lambda m: None)
+        train_stage.run(**model_job(config, label_model_name(label, 100)), out_dir=tmp_path / label,
+                        label_path=tmp_path / f"{label}.npy", device="cpu", log=lambda m: None)
     torch.set_num_threads(before)
     return tmp_path
+
+
+def label_table(config, trained, label, out):
+    """The study's table for one label: the shared attack stage runs each generated attack on the label's model,
+    the study's table reads the dumps."""
+    dumps = {}
+    for a in config["labels"]["attack"]["attacks"]:
+        o = out / a
+        dumps[a] = o / "attack.h5"
+        attack_stage.run(**attack_job(config, label_model_name(label, 100), label_attack_name(a)),
+                         model_dir=trained / label, clean_h5=None, out_h5=dumps[a], out_norms_stats=o / "n.csv",
+                         out_eval=o / "e.csv", out_confusion=o / "c.csv", images_dir=o / "images", device="cpu",
+                         log=lambda m: None)
+    return stages.attack_table({label: dumps}, 100, out / "table.csv", out / "figures")
 
 
 def attack_images(config):
@@ -203,7 +223,7 @@ def test_attack_stage_accuracies_equal_the_originals_loops(trained, one_thread, 
 
     attacks = ["fgsm", "fgsm_targeted", "bim", "bim_targeted", "pgd"]
     config = study_config(trained, attacks=attacks, batch_size=16)
-    table = label_attack.run(config, label, 100, trained / label, trained / f"{label}.csv", log=lambda m: None)
+    table = label_table(config, trained, label, trained / f"table_{label}")
     model = load_trained(trained / label)
     test = attack_images(config)
     labels = None if label == "category" else model.labels
@@ -249,9 +269,9 @@ def test_attacks_match_spec3_reference_on_trained_models(trained, one_thread, la
 
 def test_attack_stage_is_deterministic_and_pgd_runs(trained, one_thread):
     config = study_config(trained, attacks=["pgd", "fgsm"])
-    a = label_attack.run(config, "composite", 100, trained / "composite", trained / "a.csv", log=lambda m: None)
-    b = label_attack.run(config, "composite", 100, trained / "composite", trained / "b.csv", log=lambda m: None)
-    assert (trained / "a.csv").read_bytes() == (trained / "b.csv").read_bytes()
+    a = label_table(config, trained, "composite", trained / "a")
+    b = label_table(config, trained, "composite", trained / "b")
+    assert (trained / "a/table.csv").read_bytes() == (trained / "b/table.csv").read_bytes()
     assert list(a.attack) == ["pgd"] * 3 + ["fgsm"] * 3 and list(a.eps) == [0, 0.1, 0.3] * 2
     assert a.equals(b)
     assert a.accuracy.iloc[0] == a.clean_accuracy.iloc[0]  # eps 0 is not attacked (the original's `continue`)

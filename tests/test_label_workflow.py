@@ -12,6 +12,7 @@ import spec3_reference as ref
 from advpipe.config import validate
 from advpipe.data import load_split
 from advpipe.io.h5 import read_attrs, read_dump
+from advpipe.labels.study import label_attack_name, label_model_name
 from advpipe.models import load_trained
 from advpipe.runtime import derive_seed
 from wf import ROOT, job_counts, snakemake
@@ -19,11 +20,20 @@ from wf import ROOT, job_counts, snakemake
 KINDS = ["category", "composite", "lowdim"]
 ATTACKS = ["fgsm", "bim_targeted", "pgd"]
 EPS = [0, 0.1, 0.3]
+LABEL_MODEL = label_model_name("category", 100)
+EXTRA = [f"results/ara/{LABEL_MODEL}/ara.csv", "results/robustness/cnn/labels_bim_targeted.csv",
+         f"results/robustness/{LABEL_MODEL}/labels_bim_targeted.csv"]
 
 
 def study_config(tmp_path, label_file) -> str:
     config = {
         "datasets": {"digits": {"source": "digits"}},
+        # One footing: a vrapi-style model gets the study's eps-grid attack, a label model gets an ARA and a
+        # robustness curve, through config alone.
+        "models": {"cnn": {"dataset": "digits", "arch": "small_cnn", "arch_args": {"channels": [8, 16], "hidden": 32},
+                           "train": {"epochs": 3, "augment": {"crop_padding": 1, "hflip": False}}}},
+        "robustness": {"models": ["cnn", LABEL_MODEL], "attacks": ["labels_bim_targeted"]},
+        "ara": {"n_images": 30, "steps": 20, "ensure_proper_minimization": False},
         "vrapi": {"enabled": False},
         "explanations": {"enabled": False},
         "device": "cpu",
@@ -49,7 +59,7 @@ def study(tmp_path_factory):
     label_file = tmp_path / "mine.npy"
     np.save(label_file, np.random.default_rng(0).uniform(0, 80, (10, 5)).astype(np.float32))
     config = study_config(tmp_path, label_file)
-    out = snakemake(tmp_path, "labels", configfile=config)
+    out = snakemake(tmp_path, "labels", *EXTRA, configfile=config)
     return tmp_path, config, out
 
 
@@ -57,9 +67,11 @@ def study(tmp_path_factory):
 def test_study_jobs_and_outputs(study):
     workdir, _, out = study
     labels = KINDS + ["mine"]
+    # The (label, level) models and the attacks are the shared train and attack rules' jobs; the cnn is trained
+    # and attacked once more (the study's targeted BIM), the label model's ARA and both curves come on top.
     assert job_counts(out.stdout + out.stderr) == {
-        "label_set": 4, "label_train": 8, "label_attack": 4, "label_stats": 1, "label_attack_table": 1,
-        "label_efficiency": 1, "labels": 1, "total": 20}
+        "label_set": 4, "train": 8 + 1, "attack": 4 * len(ATTACKS) + 1, "label_stats": 1, "label_attack_table": 1,
+        "label_efficiency": 1, "labels": 1, "ara": 1, "robustness": 2, "total": 17 + 4 * len(ATTACKS) + 5}
     r = workdir / "results"
     for path in [*(f"figures/labels/accuracy_vs_eps_{a}" for a in ATTACKS), "figures/labels/label_images",
                  "figures/labels/data_efficiency"]:
@@ -68,9 +80,10 @@ def test_study_jobs_and_outputs(study):
     # Every job has its log and benchmark.
     for label in labels:
         assert (workdir / f"logs/labels/set/{label}.log").is_file()
-        assert (workdir / f"logs/labels/attack/{label}.log").is_file()
+        for a in ATTACKS:
+            assert (workdir / f"logs/attack/{label_model_name(label, 100)}/{label_attack_name(a)}.log").is_file()
         for level in (100, 50):
-            assert (workdir / f"benchmarks/labels/train/{label}/level{level}.tsv").is_file()
+            assert (workdir / f"benchmarks/train/{label_model_name(label, level)}.tsv").is_file()
 
 
 @pytest.mark.slow
@@ -88,18 +101,21 @@ def test_study_tables(study, one_thread):
     cfg = validate(yaml.safe_load(open(config)))
     seed = cfg["seed"]
     test = load_split(cfg["datasets"]["digits"], "test", cfg["data_root"], seed)
-    for label, rows in attacks.groupby("label"):
-        dump = read_dump(r / "attacks" / f"{label}.h5")
-        assert list(read_attrs(r / "attacks" / f"{label}.h5")["eps"]) == EPS
+    results = workdir / "results"
+    for (label, attack), rows in attacks.groupby(["label", "attack"]):
+        path = results / "attacks" / label_model_name(label, 100) / f"{label_attack_name(attack)}.h5"
+        dump = read_dump(path)
+        assert list(read_attrs(path)["eps"]) == EPS
         assert len(dump["index"]) == 60 == len(set(dump["index"]))
         pos = np.array([np.flatnonzero(test.index == i)[0] for i in dump["index"]])
         x, y = test.x[pos], test.y[pos]
         assert np.array_equal(dump["label"], y.numpy())
-        model = load_trained(r / "models" / label / "level100")
+        model = load_trained(results / "models" / label_model_name(label, 100))
         labels = getattr(model, "labels", None)  # None: the category model
         z = ref.normalize(model, x)
         targets = ref.original_targets(y, 10)
-        assert np.array_equal(dump["target"], targets.numpy()) and (dump["target"] != dump["label"]).all()
+        if attack.endswith("_targeted"):
+            assert np.array_equal(dump["target"], targets.numpy()) and (dump["target"] != dump["label"]).all()
         clean = ref.is_correct(model, z, y, labels)
         assert np.array_equal(dump["clean_correct"], clean.numpy())
         for row in rows.itertuples():
@@ -109,7 +125,8 @@ def test_study_tables(study, one_thread):
                 gen = torch.Generator().manual_seed(derive_seed(seed, "labels", "pgd", label, float(row.eps)))
                 noise = ref.pgd_start_noise(z, row.eps, gen)
             still = ref.still_correct(model, z, y, row.eps, row.attack, labels, targets, noise)
-            assert np.array_equal(dump[f"correct_{row.attack}"][:, EPS.index(row.eps)], still.numpy()), row
+            correct = dump["pred_eps"][:, EPS.index(row.eps)] == dump["label"]
+            assert np.array_equal(correct, still.numpy()), row
             assert row.accuracy == pytest.approx((clean & still).sum().item() / 60, abs=1e-9), row
     assert (attacks.accuracy < attacks.clean_accuracy).any()  # the attacks flip some images
 
@@ -126,9 +143,27 @@ def test_study_tables(study, one_thread):
 
 
 @pytest.mark.slow
+def test_shared_rules_apply_across_studies(study):
+    """The label model's ARA and the study's grid attack on a plain CNN, from the shared rules: the ARA table
+    has its two rows, the CNN's curve is the grid of the attack with the clean accuracy at eps 0."""
+    workdir, _, _ = study
+    r = workdir / "results"
+    ara = pd.read_csv(r / "ara" / LABEL_MODEL / "ara.csv")
+    assert len(ara) == 1 and ara.n_images.iloc[0] == 30
+    assert 0 <= ara.attack_ara.iloc[0] <= 1 and 0 <= ara.btr_ara.iloc[0] <= 1
+    assert ara.accuracy.iloc[0] > 0.5  # the label model is a classifier ARA can search on
+    for model in ("cnn", LABEL_MODEL):
+        curve = pd.read_csv(r / "robustness" / model / "labels_bim_targeted.csv")
+        dump = read_dump(r / "attacks" / model / "labels_bim_targeted.h5")
+        assert list(curve.eps) == EPS and (curve.n == 60).all()
+        assert curve.robust_accuracy.iloc[0] == pytest.approx(dump["clean_correct"].mean())
+        assert (r / "figures" / "robustness" / model / "labels_bim_targeted.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
 def test_user_label_file_is_used_as_given(study):
     workdir, _, _ = study
-    model = load_trained(workdir / "results/labels/models/mine/level100")
+    model = load_trained(workdir / "results/models" / label_model_name("mine", 100))
     assert np.array_equal(model.labels.numpy(), np.load(workdir / "mine.npy"))
     assert np.array_equal(np.load(workdir / "results/labels/sets/mine.npy"), np.load(workdir / "mine.npy"))
 
@@ -151,7 +186,7 @@ def test_missing_label_file_fails_before_any_job(tmp_path):
 def test_paper_config_dry_run_job_counts(tmp_path):
     out = snakemake(tmp_path, "--dry-run", configfile=ROOT / "config/paper/labels.yaml")
     # 22 label kinds (7 of the paper, 11 normal_dim, 4 uniform_gap) x 7 levels trained; the full-data models
-    # attacked; one table of each kind.
-    assert job_counts(out.stdout) == {"all": 1, "label_set": 22, "label_train": 154, "label_attack": 22,
+    # attacked by the 5 SPEC 3 attacks (shared train and attack rules); one table of each kind.
+    assert job_counts(out.stdout) == {"all": 1, "label_set": 22, "train": 154, "attack": 110,
                                       "label_stats": 1, "label_attack_table": 1, "label_efficiency": 1,
-                                      "total": 202}
+                                      "total": 290}

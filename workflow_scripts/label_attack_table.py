@@ -1,9 +1,10 @@
-"""Rule label_attack_table: every label's attack rows in one table, an accuracy-vs-eps figure per attack."""
+"""Rule label_attack_table: every label's attack rows (from the shared attack dumps) in one table, an
+accuracy-vs-eps figure per attack."""
 from pathlib import Path
 
 from advpipe.jobs import start_job
-from advpipe.pipeline import label_results
+from advpipe.labels import stages
 
 log = start_job(snakemake)
-label_results.attack_table(list(snakemake.input), snakemake.output.csv, Path(snakemake.output.figures[0]).parent,
-                           dpi=snakemake.params.plot["dpi"], log=log)
+stages.attack_table(snakemake.params.dumps, snakemake.params.level, snakemake.output.csv,
+                    Path(snakemake.output.figures[0]).parent, dpi=snakemake.params.plot["dpi"], log=log)

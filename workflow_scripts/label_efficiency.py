@@ -2,8 +2,8 @@
 from pathlib import Path
 
 from advpipe.jobs import start_job
-from advpipe.pipeline import label_results
+from advpipe.labels import stages
 
 log = start_job(snakemake)
-label_results.data_efficiency([Path(p).parent for p in snakemake.input], snakemake.output.csv,
+stages.data_efficiency([Path(p).parent for p in snakemake.input], snakemake.output.csv,
                               Path(snakemake.output.pdf).with_suffix(""), dpi=snakemake.params.plot["dpi"], log=log)

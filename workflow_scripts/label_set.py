@@ -1,6 +1,7 @@
 """Rule label_set: one label kind's (classes, ...) target tensors."""
 from advpipe.jobs import start_job
-from advpipe.pipeline import label_train
+from advpipe.labels import stages
 
 log = start_job(snakemake)
-label_train.make_label_set(snakemake.config, snakemake.wildcards.label, snakemake.output[0], log=log)
+stages.make_label_set(**snakemake.params.section, out_path=snakemake.output[0],
+                      data_root=snakemake.config["data_root"], log=log)

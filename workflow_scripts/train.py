@@ -5,5 +5,6 @@ from advpipe.jobs import start_job
 from advpipe.pipeline import train
 
 log = start_job(snakemake)
-train.run(snakemake.config, snakemake.wildcards.model, Path(snakemake.output.model).parent, log=log,
-          state_path=snakemake.params.state)
+train.run(**snakemake.params.section, out_dir=Path(snakemake.output.model).parent,
+          label_path=snakemake.input.get("labels"), data_root=snakemake.config["data_root"],
+          device=snakemake.config["device"], state_path=snakemake.params.state, log=log)

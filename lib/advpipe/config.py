@@ -86,6 +86,12 @@ def validate(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None)
     problems += _cross_check(config) if not problems else []
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(dict.fromkeys(problems)))
+    from advpipe.labels.study import expand  # a study's generated models and attacks join the shared sections
+    try:
+        expand(config)
+    except ValueError as err:
+        raise ConfigError(f"invalid config:\n  {err}") from None
+    _fill_defaults(config, schema, schema)  # the generated entries, as if written by hand: validate is idempotent
     return config
 
 
@@ -174,6 +180,10 @@ def _cross_check(config: Mapping[str, Any]) -> list[str]:
     for i, name in enumerate(config["explanations"]["models"]):
         if name not in config["models"]:
             problems.append(_unknown(f"explanations.models.{i}", name, "model", config["models"]))
+    for key, what in (("models", "model"), ("attacks", "attack")):
+        for i, name in enumerate(config["robustness"][key]):
+            if name not in config[key] and not name.startswith("labels_"):  # the label study generates those
+                problems.append(_unknown(f"robustness.{key}.{i}", name, what, config[key]))
     study = config["vrapi"]
     if study["enabled"]:
         if not study["models"] or not study["attacks"]:

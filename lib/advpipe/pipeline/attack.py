@@ -9,18 +9,19 @@ import torch
 
 from advpipe.attacks import ATTACKS, build_attack
 from advpipe.attacks.norms import perturbation_norms
-from advpipe.config import ConfigError, entry
-from advpipe.data import load_split
+from advpipe.config import ConfigError
+from advpipe.data import Split, load_split
 from advpipe.io.h5 import DumpError, provenance, read_dump, write_dump
 from advpipe.io.images import save_class_samples
 from advpipe.io.tables import write_csv
 from advpipe.models import load_trained
 from advpipe.models.checkpoint import check_fits_data
 from advpipe.pipeline.represent import eval_tables, forward_all
+from advpipe.pipeline.specs import attack_stream
 from advpipe.runtime import derive_seed, seed_everything, select_device
 
 # Config keys that describe the job, not the attack's own parameters.
-_NOT_ATTACK_PARAMS = ("batch_size",)
+_NOT_ATTACK_PARAMS = ("batch_size", "images", "subset")
 
 
 def stored_images(x: np.ndarray) -> np.ndarray:
@@ -35,7 +36,7 @@ def norms_stats(norms: Mapping[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame({k: v for k, v in norms.items()}).describe().T.rename_axis("norm").reset_index()
 
 
-def configured_attack(attack_name: str, attack_cfg: Mapping[str, Any], seed: int):
+def configured_attack(attack_name: str, attack_cfg: Mapping[str, Any], seed: int | str):
     """The Attack of config entry `attacks.<attack_name>`; a bad parameter is a ConfigError naming its key."""
     params = {k: v for k, v in attack_cfg.items() if k not in _NOT_ATTACK_PARAMS}
     cls = ATTACKS.get(params.get("method"))
@@ -51,57 +52,90 @@ def configured_attack(attack_name: str, attack_cfg: Mapping[str, Any], seed: int
         raise ConfigError(f"config key 'attacks.{attack_name}': {err}") from err
 
 
-def run(config: Mapping[str, Any], model_name: str, attack_name: str, model_dir: str, clean_h5: str,
-        out_h5: str, out_norms_stats: str, out_eval: str, out_confusion: str, images_dir: str,
-        log=print) -> None:
-    seed = derive_seed(config["seed"], "attack", model_name, attack_name)
-    model_cfg, attack_cfg = entry(config, "models", model_name), entry(config, "attacks", attack_name)
-    attack = configured_attack(attack_name, attack_cfg, seed)  # a bad parameter fails before any work
-    if attack.is_grid:  # the engine answers grids (the label study uses them); this stage's dump is per image
-        raise ConfigError(f"config key 'attacks.{attack_name}.eps': the attack rule stores one adversarial per "
-                          f"image and takes one eps, got the grid {attack_cfg['eps']!r}")
-    seed_everything(seed)
-    device = select_device(config["device"])
-    dataset_cfg = entry(config, "datasets", model_cfg["dataset"])
-    split = load_split(dataset_cfg, "test", config["data_root"], config["seed"])
-    check_fits_data(model_dir, tuple(split.x.shape[1:]), split.classes, model_cfg["dataset"])
-    clean = read_dump(clean_h5, ["index", "label", "pred", "correct"])
-    if not np.array_equal(clean["index"], split.index):
-        raise DumpError(f"{clean_h5}: dataset 'index' ({len(clean['index'])} rows) does not match the test split "
-                        f"of {model_cfg['dataset']!r} ({len(split.index)} images); expected the representation "
-                        "dump of that split (stale dump? delete it and rerun)")
-    keep = np.flatnonzero(clean["correct"])
-    x = split.x[keep]
-    # Untargeted on the model's own prediction (equal to the label: only correct images are attacked).
-    y = torch.from_numpy(clean["pred"][keep])
-    model = load_trained(model_dir, device)
-    log(f"{attack_name} on {model_name}: {len(keep)} correctly classified test images")
-    # Success comes from the one forward pass below, which also yields the representations.
-    result = attack.run(model, x.to(device), y.to(device), batch_size=attack_cfg["batch_size"],
-                        desc=f"{attack_name}", check_success=False)
-    x_adv = result.x_adv.detach().cpu()
-    out = forward_all(model, x_adv, attack_cfg["batch_size"], desc="represent adversarial")
-    norms = {k: v.cpu().numpy() for k, v in perturbation_norms(x, x_adv).items()}
-    label = clean["label"][keep]
-    arrays = {
-        "index": clean["index"][keep], "label": label,
-        "x_adv": stored_images(x_adv.numpy()),
-        **out, "success": out["pred"] != label, "correct": out["pred"] == label,
-        **{f"norm_{k}": v for k, v in norms.items()},
-    }
+def attacked_images(split: Split, attack_cfg: Mapping[str, Any], clean: Mapping[str, np.ndarray] | None,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in the test split, clean correctness) of the images attacked: the correctly classified ones
+    (`images: correct`, SPEC 1; their clean dump says which), or all (`images: all`, SPEC 3 counts initially
+    wrong ones as failures), optionally a seeded subset (`subset: {n, stream}`, the same images for every model
+    when the stream is the same)."""
+    positions = np.arange(len(split))
+    sub = attack_cfg.get("subset")
+    if sub:
+        positions = np.sort(np.random.default_rng(derive_seed(seed, sub.get("stream", "attack_subset")))
+                            .choice(len(split), size=sub["n"], replace=False)) if sub["n"] < len(split) else positions
+    if attack_cfg.get("images", "correct") == "correct":
+        positions = positions[clean["correct"][positions]]
+        return positions, np.ones(len(positions), dtype=bool)
+    return positions, None
+
+
+def run(*, model_name: str, model: Mapping[str, Any], dataset: Mapping[str, Any], seed: int, attack_name: str,
+        attack: Mapping[str, Any], num_saved_images: int, model_dir: str, clean_h5: str | None, out_h5: str,
+        out_norms_stats: str, out_eval: str, out_confusion: str, images_dir: str, data_root: str = "data",
+        device: str = "auto", log=print) -> None:
+    """Attack one model's test images with one configured attack (its resolved entries: advpipe.pipeline.specs
+    attack_job) and dump per-image outcomes: success and prediction per eps (N, K) with the eps grid as attrs,
+    the clean correctness, norms, the smallest distance of minimal attacks, the targets of targeted ones; for a
+    single eps also the adversarial images and their representations (the vrapi projections read them)."""
+    stream = attack_stream(model_name, attack_name, model)
+    # The engine derives its per-eps streams from this name, as derive_seed(seed, stream, eps) would.
+    engine = configured_attack(attack_name, attack, f"{seed}/{stream}")  # a bad parameter fails before any work
+    seed_everything(derive_seed(seed, stream))
+    device = select_device(device)
+    split = load_split(dataset, "test", data_root, seed)
+    check_fits_data(model_dir, tuple(split.x.shape[1:]), split.classes, model["dataset"])
+    clean = None
+    if attack.get("images", "correct") == "correct":
+        clean = read_dump(clean_h5, ["index", "label", "pred", "correct"])
+        if not np.array_equal(clean["index"], split.index):
+            raise DumpError(f"{clean_h5}: dataset 'index' ({len(clean['index'])} rows) does not match the test split "
+                            f"of {model['dataset']!r} ({len(split.index)} images); expected the representation "
+                            "dump of that split (stale dump? delete it and rerun)")
+    keep, clean_correct = attacked_images(split, attack, clean, seed)
+    x, label = split.x[keep], split.y[keep]
+    net = load_trained(model_dir, device)
+    bs = attack["batch_size"]
+    if clean_correct is None:
+        with torch.no_grad():
+            clean_correct = (torch.cat([net(xb.to(device)).argmax(1).cpu() for xb in x.split(bs)]) == label).numpy()
+    # Untargeted on the model's own prediction, which equals the label on the correctly classified images.
+    log(f"{attack_name} on {model_name}: {len(keep)} test images ({int(clean_correct.sum())} correctly classified)")
+    grid = engine.is_grid
+    result = engine.run(net, x.to(device), label.to(device), batch_size=bs, desc=attack_name)
+    k_eps = len(engine.eps_list)
+    success = result.success.view(k_eps, -1).cpu().numpy()
+    pred = result.pred.view(k_eps, -1).cpu().numpy()
+    norms = {k: v.view(k_eps, -1).cpu().numpy() for k, v in result.norms.items()}
+    label_np = label.numpy().astype(np.int64)
+    arrays = {"index": split.index[keep], "label": label_np, "clean_correct": clean_correct,
+              "success_eps": success.T, "pred_eps": pred.T}
+    if engine.criterion_.targeted:
+        arrays["target"] = result.classes.cpu().numpy()
     if result.distance is not None:  # minimal attacks: the smallest adversarial distance found (inf: none)
         arrays["distance"] = result.distance.cpu().numpy()
-    section = {"model": model_cfg, "attack": attack_cfg, "attack_name": attack_name}
-    write_dump(out_h5, arrays, provenance(section, seed))
-    write_csv(norms_stats(norms), out_norms_stats)
-    evaluation, confusion = eval_tables(label, out["pred"], split.classes)
+    last = -1  # tables and images describe the largest eps of a grid
+    if grid:
+        arrays.update({f"norm_eps_{k}": v.T for k, v in norms.items()})
+        pred_last = pred[last]
+        # PNGs of the largest eps; an attack stated in another space may leave [0,1] there (SPEC 3's BIM)
+        x_adv = result.x_adv[last].detach().cpu().clamp(0.0, 1.0)
+    else:
+        x_adv = result.x_adv.detach().cpu()
+        out = forward_all(net, x_adv, bs, desc="represent adversarial")
+        pred_last = out["pred"]
+        arrays.update({"x_adv": stored_images(x_adv.numpy()), **out, "success": out["pred"] != label_np,
+                       "correct": out["pred"] == label_np, **{f"norm_{k}": v[0] for k, v in norms.items()}})
+    attrs = provenance({"model": model, "attack": attack, "attack_name": attack_name}, derive_seed(seed, stream))
+    attrs.update(eps=np.asarray(engine.eps_list, dtype=np.float64), space=str(engine.space))
+    write_dump(out_h5, arrays, attrs)
+    write_csv(norms_stats({k: v[last] for k, v in norms.items()}), out_norms_stats)
+    evaluation, confusion = eval_tables(label_np, pred_last, split.classes)
     write_csv(evaluation, out_eval)
     write_csv(confusion, out_confusion, index=True)
     # Adversarial PNGs under the ids of the original images (SPEC 1), per true class.
-    save_class_samples(x_adv.numpy(), label, arrays["index"], split.classes, images_dir,
-                       config["represent"]["num_saved_images"])
-    log(f"{attack_name}: success rate {arrays['success'].mean():.4f}, "
-        f"mean L2 {norms['L2'].mean():.4f}, mean Linf {norms['Linf'].mean():.4f}")
+    save_class_samples(x_adv.numpy(), label_np, arrays["index"], split.classes, images_dir, num_saved_images)
+    log(f"{attack_name}: success rate {success[last].mean():.4f} at eps {engine.eps_list[last]:g}, "
+        f"mean L2 {norms['L2'][last].mean():.4f}, mean Linf {norms['Linf'][last].mean():.4f} ({engine.space} space)")
 
 
 def load_x_adv(path: str) -> np.ndarray:

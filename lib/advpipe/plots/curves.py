@@ -54,7 +54,7 @@ def _curve_xy(curve: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def plot_robustness_curves(curves: Mapping[str, Any] | Any, stem: str | os.PathLike, *,
                            eps50: Mapping[str, float | None] | float | None = None, title: str = "",
-                           xlabel: str = "eps", steps: bool = False) -> list[Path]:
+                           xlabel: str = "eps", steps: bool = False, dpi: int = 100) -> list[Path]:
     """Robust accuracy vs eps, one curve per label (SPEC 5 robust_<ep>.png); saves stem.pdf and stem.png.
 
     curves: {label: curve} or one curve, a curve being a table with columns eps and robust_accuracy (as from
@@ -62,7 +62,7 @@ def plot_robustness_curves(curves: Mapping[str, Any] | Any, stem: str | os.PathL
     (or one value for a single curve); each given value is marked on its curve (dotted vertical line and a
     diamond at the linearly interpolated accuracy, which is 1 - thr for the eps50 of the same curve) and shown
     in the legend. steps=True draws step functions (where="post", for step_curve_from_distances); otherwise
-    lines with markers at the grid points.
+    lines with markers at the grid points. dpi: the PNG's resolution.
     """
     if not isinstance(curves, Mapping):
         curves = {"": curves}
@@ -107,4 +107,4 @@ def plot_robustness_curves(curves: Mapping[str, Any] | Any, stem: str | os.PathL
     if ax.get_legend_handles_labels()[0]:
         ax.legend(frameon=False, fontsize="small")
     fig.tight_layout()
-    return save_figure(fig, Path(stem), transparent=False)
+    return save_figure(fig, Path(stem), dpi=dpi, transparent=False)

@@ -1,19 +1,39 @@
-"""The label-representations study's summaries (SPEC 3): label statistics and images, the attack table with
-its accuracy-vs-eps figures, and the data-efficiency table and figure."""
+"""The label-representations study's own stages (SPEC 3): what only this study has, the label sets, their
+statistics and images, and its summaries of shared results (the attack table and figures from the shared attack
+dumps, the data-efficiency table from the models' validation metrics). Its models and attacks are entries of the
+shared `models:` and `attacks:` (advpipe.labels.study.expand)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from advpipe.data import dataset_info
+from advpipe.io.atomic import atomic_path
+from advpipe.io.h5 import DumpError, read_attrs, read_dump
 from advpipe.io.tables import write_csv
-from advpipe.labels import label_stats_table, load_label_file, plot_label_images
+from advpipe.labels import label_stats_table, load_label_file, make_labels, plot_label_images
 from advpipe.models.checkpoint import read_spec
-from advpipe.pipeline.label_attack import COLUMNS
 from advpipe.plots.figures import new_figure, save_figure
+
+COLUMNS = ["label", "level", "attack", "eps", "accuracy", "clean_accuracy", "n_images"]
+
+
+def make_label_set(*, label: str, kind: str, dataset: Mapping[str, Any], seed: int, out_path: str | os.PathLike,
+                   data_root: str = "data", log=print) -> np.ndarray:
+    """Write the (C, *shape) targets of label `label` (of `kind`) to out_path (.npy), from the seed and the
+    dataset's classes (speech labels say the class names)."""
+    info = dataset_info(dataset, data_root, seed)
+    labels = make_labels(kind, info.num_classes, seed, info.classes)
+    log(f"label {label}: {kind}, shape {labels.shape}, range [{labels.min():.4g}, {labels.max():.4g}]")
+    with atomic_path(out_path) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to the temporary name
+            np.save(f, labels, allow_pickle=False)
+    return labels
 
 
 def label_stats(label_paths: Mapping[str, str | os.PathLike], num_classes: int, class_names: Sequence[str],
@@ -27,22 +47,27 @@ def label_stats(label_paths: Mapping[str, str | os.PathLike], num_classes: int, 
     return table
 
 
-def read_tables(paths: Sequence[str | os.PathLike], columns: Sequence[str]) -> pd.DataFrame:
-    """Concatenate CSV tables, each checked to hold `columns` (a missing column names the file)."""
-    frames = []
-    for path in paths:
-        frame = pd.read_csv(path)
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; expected the columns {list(columns)}")
-        frames.append(frame[list(columns)])
-    return pd.concat(frames, ignore_index=True)
+def attack_rows(label: str, level: float, attack: str, dump: str | os.PathLike) -> list[dict[str, Any]]:
+    """SPEC 3 rows of one attack dump: accuracy at each eps = #(initially correct AND correct after the attack)
+    / N (initially wrong images count as failures), and the clean accuracy."""
+    d = read_dump(dump, ["label", "clean_correct", "pred_eps"])
+    eps = read_attrs(dump)["eps"]
+    n = len(d["label"])
+    if n == 0:
+        raise DumpError(f"{dump}: no attacked images; expected the label study's test images")
+    still = d["clean_correct"][:, None] & (d["pred_eps"] == d["label"][:, None])
+    clean = int(d["clean_correct"].sum()) / n
+    return [{"label": label, "level": float(level), "attack": attack, "eps": float(e), "accuracy": int(c) / n,
+             "clean_accuracy": clean, "n_images": n} for e, c in zip(eps, still.sum(0))]
 
 
-def attack_table(paths: Sequence[str | os.PathLike], out_csv: str | os.PathLike, figure_dir: str | os.PathLike,
-                 dpi: int = 100, log=print) -> pd.DataFrame:
-    """One table of every label's attack rows, and per attack a figure of accuracy against eps per label."""
-    table = read_tables(paths, COLUMNS)
+def attack_table(dumps: Mapping[str, Mapping[str, str | os.PathLike]], level: float, out_csv: str | os.PathLike,
+                 figure_dir: str | os.PathLike, dpi: int = 100, log=print) -> pd.DataFrame:
+    """One table of every label's attack rows ({label: {attack: dump}}, the models of one level), and per attack
+    a figure of accuracy against eps per label."""
+    rows = [row for label, by_attack in dumps.items() for attack, dump in by_attack.items()
+            for row in attack_rows(label, level, attack, dump)]
+    table = pd.DataFrame(rows, columns=COLUMNS)
     write_csv(table, out_csv)
     for attack, rows in table.groupby("attack", sort=False):
         log(f"{attack}:\n" + rows.pivot_table(index="label", columns="eps", values="accuracy", sort=False)

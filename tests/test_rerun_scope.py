@@ -1,0 +1,43 @@
+"""Stages take the resolved config entries they depend on as params (DESIGN "Rules and scripts"): a config
+change reschedules exactly the jobs whose entries changed, and what depends on them. Real Snakemake dry-runs over
+a completed run of the tiny config."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from wf import snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def scheduled(workdir, *config: str) -> dict[str, set[str]]:
+    """rule -> the wildcards of the jobs a dry-run with `--config ...` would run."""
+    out = snakemake(workdir, "--dry-run", "--config", *config)
+    jobs: dict[str, set[str]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out.stdout):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if head:
+            wildcards = re.search(r"wildcards: (.*)", block)
+            jobs.setdefault(head.group(1), set()).add(wildcards.group(1) if wildcards else "")
+    return jobs
+
+
+def test_nothing_changed_nothing_scheduled(tiny_run):
+    assert "Nothing to be done" in snakemake(tiny_run, "--dry-run").stdout
+
+
+def test_one_attack_changed_reruns_that_attack_and_its_downstream_only(tiny_run):
+    jobs = scheduled(tiny_run, "attacks={fgsm: {eps: 0.05}}")
+    assert jobs["attack"] == {"model=cnn, attack=fgsm"}
+    assert "train" not in jobs and "represent" not in jobs  # upstream of the attack: untouched
+    # downstream: fgsm's projections (joint and out-of-sample), the scores and fgsm's figures, never cw's
+    assert all("attack=fgsm" in w for w in jobs["project"] | jobs["plot"])
+    assert "score" in jobs
+
+
+def test_unrelated_model_added_reruns_nothing_of_this_one(tiny_run):
+    jobs = scheduled(tiny_run, "models={other: {dataset: digits, arch: small_cnn, train: {epochs: 1}}}")
+    assert set(jobs) <= {"train", "represent", "all"}, jobs  # the new model's own jobs only
+    assert jobs["train"] == {"model=other"} and jobs["represent"] == {"model=other, split=test"}
