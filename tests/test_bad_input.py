@@ -50,6 +50,12 @@ def run_train(config, model, out_dir):
                      device=config["device"], log=quiet)
 
 
+def run_represent(config, model, split, model_dir, out_h5, evaluation, confusion, images):
+    return represent.run(**model_job(config, model), represent=config["represent"], split_name=split,
+                         model_dir=model_dir, out_h5=out_h5, out_eval=evaluation, out_confusion=confusion,
+                         images_dir=images, data_root=config["data_root"], device=config["device"], log=quiet)
+
+
 def run_attack(config, model, attack_name, model_dir, clean, out_h5, norms, evaluation, confusion, images):
     return attack.run(**attack_job(config, model, attack_name), model_dir=model_dir, clean_h5=clean, out_h5=out_h5,
                       out_norms_stats=norms, out_eval=evaluation, out_confusion=confusion, images_dir=images,
@@ -107,8 +113,8 @@ class Files:
 
     def represent(self, split="test", config=None):
         o = self.out / "represent"
-        represent.run(config or self.config, "cnn", split, self.model_dir, o / f"{split}.h5", o / "eval.csv",
-                      o / "confusion.csv", o / "images", log=quiet)
+        run_represent(config or self.config, "cnn", split, self.model_dir, o / f"{split}.h5", o / "eval.csv",
+                      o / "confusion.csv", o / "images")
         return o / f"{split}.h5"
 
     def attack(self, config=None, clean=None):
@@ -126,7 +132,7 @@ class Files:
         score.run([entry], self.out / "scores.csv", self.out / "stats.csv", log=quiet)
 
     def plot(self):
-        plot.run(self.config, self.model_dir, self.clean, self.adv, self.projection, self.out / "figures", log=quiet)
+        plot.run(self.config["vrapi"]["plot"], self.model_dir, self.clean, self.adv, self.projection, self.out / "figures", log=quiet)
 
     def wrote_nothing(self) -> bool:
         return not self.out.exists() or not any(p.is_file() for p in self.out.rglob("*"))
@@ -138,8 +144,8 @@ def made(tmp_path_factory, one_thread) -> Files:
     files = Files(root, make_config(root / "data"))
     run_train(files.config, "cnn", files.model_dir)
     o = root / "representations/cnn"
-    represent.run(files.config, "cnn", "test", files.model_dir, files.clean, o / "test_eval.csv",
-                  o / "test_confusion.csv", o / "images_test", log=quiet)
+    run_represent(files.config, "cnn", "test", files.model_dir, files.clean, o / "test_eval.csv",
+                  o / "test_confusion.csv", o / "images_test")
     o = root / "attacks/cnn"
     run_attack(files.config, "cnn", "fgsm", files.model_dir, files.clean, files.adv, o / "fgsm_norms_stats.csv",
                o / "fgsm_eval.csv", o / "fgsm_confusion.csv", o / "fgsm_images")

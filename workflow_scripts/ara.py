@@ -6,5 +6,6 @@ from advpipe.pipeline import ara
 
 log = start_job(snakemake)
 out = snakemake.output
-ara.run(snakemake.config, snakemake.wildcards.model, model_dir=Path(snakemake.input.spec).parent,
-        out_h5=out.h5, out_csv=out.csv, figure_stem=out.pdf.removesuffix(".pdf"), log=log)
+ara.run(**snakemake.params.section, model_dir=Path(snakemake.input.spec).parent, out_h5=out.h5, out_csv=out.csv,
+        figure_stem=out.pdf.removesuffix(".pdf"), data_root=snakemake.config["data_root"],
+        device=snakemake.config["device"], log=log)

@@ -6,5 +6,5 @@ from advpipe.pipeline import plot
 
 log = start_job(snakemake)
 i = snakemake.input
-plot.run(snakemake.config, model_dir=Path(i.spec).parent, clean_h5=i.clean, attack_h5=i.attack,
+plot.run(snakemake.params.section["plot"], model_dir=Path(i.spec).parent, clean_h5=i.clean, attack_h5=i.attack,
          projection_h5=i.projection, out_dir=snakemake.output.figures, log=log)

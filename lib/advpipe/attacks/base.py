@@ -38,6 +38,9 @@ class AttackResult:
     @staticmethod
     def cat(results: list[AttackResult], dim: int = 0) -> AttackResult:
         """Concatenate batch results along the sample axis `dim` (1 for grid-shaped results)."""
+        if len(results) == 1:  # one batch: no copy
+            return results[0]
+
         def cat(values):
             return None if values[0] is None else torch.cat(values, dim)
         first = results[0]

@@ -39,10 +39,13 @@ def explain_all_classes(model: torch.nn.Module, x: torch.Tensor, num_classes: in
     return torch.cat(out).view(n, num_classes, *x.shape[1:])
 
 
-def run(config: Mapping[str, Any], model_name: str, model_dir: str | os.PathLike, out_dir: str | os.PathLike,
-        figure_stem: str, log=print) -> None:
-    cfg = config["explanations"]["explain"]
-    job = load_model_and_split(config, model_name, model_dir, "test", config["seed"])
+def run(*, model_name: str, model: Mapping[str, Any], dataset: Mapping[str, Any], seed: int, explain: Mapping[str, Any], model_dir: str | os.PathLike,
+        out_dir: str | os.PathLike, figure_stem: str, data_root: str = "data", device: str = "auto",
+        log=print) -> None:
+    """Explanation images of one model (its resolved entries and the study's `explain` section)."""
+    cfg = explain
+    job = load_model_and_split(model_name=model_name, model=model, dataset=dataset, seed=seed, model_dir=model_dir,
+                               split_name="test", data_root=data_root, device=device)
     model, test, device = job.model, job.split, job.device
     n, classes = min(cfg["n_images"], len(test.y)), list(test.classes)
     x, y = test.x[:n].to(device), test.y[:n].numpy()

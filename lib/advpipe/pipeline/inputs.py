@@ -7,7 +7,6 @@ from typing import Any, Mapping
 
 import torch
 
-from advpipe.config import entry
 from advpipe.data import Split, load_split
 from advpipe.models import load_trained
 from advpipe.models.base import Classifier
@@ -23,14 +22,14 @@ class ModelAndSplit:
     device: torch.device
 
 
-def load_model_and_split(config: Mapping[str, Any], model_name: str, model_dir: str | os.PathLike,
-                         split_name: str, seed: int) -> ModelAndSplit:
-    """Seed the job, pick the device, load the split of the model's dataset, check the checkpoint was trained
-    on inputs of that shape and on those classes (naming the file otherwise), load it in eval mode."""
+def load_model_and_split(*, model_name: str, model: Mapping[str, Any], dataset: Mapping[str, Any], seed: int,
+                         model_dir: str | os.PathLike, split_name: str, data_root: str = "data",
+                         device: str = "auto") -> ModelAndSplit:
+    """Seed the job, pick the device, load the split of the model's dataset (its resolved entries), check the
+    checkpoint was trained on inputs of that shape and on those classes (naming the file otherwise), load it in
+    eval mode."""
     seed_everything(seed)
-    device = select_device(config["device"])
-    model_cfg = entry(config, "models", model_name)
-    split = load_split(entry(config, "datasets", model_cfg["dataset"]), split_name, config["data_root"],
-                       config["seed"])
-    check_fits_data(model_dir, tuple(split.x.shape[1:]), split.classes, model_cfg["dataset"])
-    return ModelAndSplit(load_trained(model_dir, device), split, model_cfg, device)
+    device = select_device(device)
+    split = load_split(dataset, split_name, data_root, seed)
+    check_fits_data(model_dir, tuple(split.x.shape[1:]), split.classes, model["dataset"])
+    return ModelAndSplit(load_trained(model_dir, device), split, dict(model), device)

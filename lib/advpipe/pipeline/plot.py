@@ -9,9 +9,10 @@ from advpipe.pipeline.project import clean_and_adversarial
 from advpipe.plots.scatter import plot_projection_figures
 
 
-def run(config: Mapping[str, Any], model_dir: str, clean_h5: str, attack_h5: str, projection_h5: str,
+def run(plot: Mapping[str, Any], model_dir: str, clean_h5: str, attack_h5: str, projection_h5: str,
         out_dir: str, log=print) -> None:
-    plot_cfg = config["vrapi"]["plot"]
+    """The figures, with the study's `plot` section (approximate, dpi)."""
+    plot_cfg = plot
     classes = read_spec(model_dir)["classes"]
     clean, adv = clean_and_adversarial(clean_h5, attack_h5, keys=())
     z = read_dump(projection_h5, ["clean", "adv"])

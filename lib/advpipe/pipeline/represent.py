@@ -40,19 +40,22 @@ def eval_tables(label: np.ndarray, pred: np.ndarray, classes: list[str]) -> tupl
     return evaluation, pd.DataFrame(confusion, index=pd.Index(classes, name="true"), columns=classes)
 
 
-def run(config: Mapping[str, Any], model_name: str, split_name: str, model_dir: str, out_h5: str,
-        out_eval: str, out_confusion: str, images_dir: str, log=print) -> None:
-    job = load_model_and_split(config, model_name, model_dir, split_name, config["seed"])
-    model, split, model_cfg = job.model, job.split, job.model_cfg
-    out = forward_all(model, split.x, config["represent"]["batch_size"], desc=f"represent {split_name}")
+def run(*, model_name: str, model: Mapping[str, Any], dataset: Mapping[str, Any], seed: int, represent: Mapping[str, Any], split_name: str, model_dir: str,
+        out_h5: str, out_eval: str, out_confusion: str, images_dir: str, data_root: str = "data",
+        device: str = "auto", log=print) -> None:
+    """Outputs and representations of one split (the model's resolved entries: advpipe.pipeline.specs)."""
+    job = load_model_and_split(model_name=model_name, model=model, dataset=dataset, seed=seed, model_dir=model_dir,
+                               split_name=split_name, data_root=data_root, device=device)
+    net, split, model_cfg = job.model, job.split, job.model_cfg
+    out = forward_all(net, split.x, represent["batch_size"], desc=f"represent {split_name}")
     label = split.y.numpy().astype(np.int64)
     arrays = {"index": split.index.astype(np.int64), "label": label, **out,
               "correct": (out["pred"] == label)}
-    section = {"model": model_cfg, "split": split_name, "represent": config["represent"]}
-    write_dump(out_h5, arrays, provenance(section, config["seed"]))
+    section = {"model": model_cfg, "split": split_name, "represent": represent}
+    write_dump(out_h5, arrays, provenance(section, seed))
     evaluation, confusion = eval_tables(label, out["pred"], split.classes)
     write_csv(evaluation, out_eval)
     write_csv(confusion, out_confusion, index=True)
     n = save_class_samples(split.x.numpy(), label, split.index, split.classes, images_dir,
-                           config["represent"]["num_saved_images"])
+                           represent["num_saved_images"])
     log(f"{model_name}/{split_name}: accuracy {evaluation.accuracy[0]:.4f}, {n} sample images")
