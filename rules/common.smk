@@ -170,12 +170,12 @@ def get_attack_params(wildcards):
 
 
 def get_projection_params(wildcards):
-    # Only this projection's options: changing parametric_umap's must not rerun pca.
-    return dict(options=estimator_options(wildcards.projection, VRAPI["projection_options"]), seed=config["seed"])
-
-
-def get_one_attack(wildcards):
-    return [wildcards.attack]
+    # Only this projection's options: changing parametric_umap's must not rerun pca. A joint projection serves
+    # one attack, an out-of-sample one every attack of the study.
+    attacks = [wildcards.attack] if hasattr(wildcards, "attack") else VRAPI["attacks"]
+    return dict(model_name=wildcards.model, model=advpipe.config.entry(config, "models", wildcards.model),
+                attacks={a: advpipe.config.entry(config, "attacks", a) for a in attacks},
+                options=estimator_options(wildcards.projection, VRAPI["projection_options"]), seed=config["seed"])
 
 
 def get_score_inputs(wildcards):

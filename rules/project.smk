@@ -14,7 +14,6 @@ rule project:
         projection="|".join(JOINT),
     params:
         section=get_projection_params,
-        attacks=get_one_attack,
     log:
         "logs/project/{model}/{attack}/{projection}/{trial}.log",
     benchmark:
@@ -41,7 +40,6 @@ if VRAPI["attacks"]:
             projection="|".join(OOS),
         params:
             section=get_projection_params,
-            attacks=VRAPI["attacks"],
         log:
             "logs/project/{model}/{projection}/{trial}.log",
         benchmark:

@@ -38,6 +38,7 @@ from advpipe.io.h5 import DumpError
 from advpipe.models.checkpoint import CheckpointError
 from advpipe.pipeline import attack, plot, project, represent, score, train
 from advpipe.pipeline.specs import attack_job, model_job
+from advpipe.projections import estimator_options
 from wf import TINY, h5_contents, snakemake, snakemake_cmd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,6 +55,14 @@ def run_represent(config, model, split, model_dir, out_h5, evaluation, confusion
     return represent.run(**model_job(config, model), represent=config["represent"], split_name=split,
                          model_dir=model_dir, out_h5=out_h5, out_eval=evaluation, out_confusion=confusion,
                          images_dir=images, data_root=config["data_root"], device=config["device"], log=quiet)
+
+
+def run_project(config, trial, clean, adv, out):
+    """The pca projection of the fgsm attack on the cnn, on the entries the rule would pass."""
+    return project.run(model_name="cnn", model=config["models"]["cnn"], attacks={"fgsm": config["attacks"]["fgsm"]},
+                       projection="pca", trial=trial, trials=config["vrapi"]["trials"],
+                       options=estimator_options("pca", config["vrapi"]["projection_options"]), seed=config["seed"],
+                       clean_h5=clean, attack_h5s=[adv], out_h5s=[out], log=quiet)
 
 
 def run_attack(config, model, attack_name, model_dir, clean, out_h5, norms, evaluation, confusion, images):
@@ -123,8 +132,7 @@ class Files:
                    o / "norms.csv", o / "eval.csv", o / "confusion.csv", o / "images")
 
     def project(self, trial=0, config=None):
-        project.run(config or self.config, "cnn", ["fgsm"], "pca", trial, self.clean, [self.adv],
-                    [self.out / f"projection/{trial}.h5"], log=quiet)
+        run_project(config or self.config, trial, self.clean, self.adv, self.out / f"projection/{trial}.h5")
 
     def score(self):
         entry = {"model": "cnn", "attack": "fgsm", "projection": "pca", "trial": 0, "path": self.projection,
@@ -149,7 +157,7 @@ def made(tmp_path_factory, one_thread) -> Files:
     o = root / "attacks/cnn"
     run_attack(files.config, "cnn", "fgsm", files.model_dir, files.clean, files.adv, o / "fgsm_norms_stats.csv",
                o / "fgsm_eval.csv", o / "fgsm_confusion.csv", o / "fgsm_images")
-    project.run(files.config, "cnn", ["fgsm"], "pca", 0, files.clean, [files.adv], [files.projection], log=quiet)
+    run_project(files.config, 0, files.clean, files.adv, files.projection)
     return files
 
 

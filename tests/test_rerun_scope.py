@@ -32,9 +32,10 @@ def test_one_attack_changed_reruns_that_attack_and_its_downstream_only(tiny_run)
     jobs = scheduled(tiny_run, "attacks={fgsm: {eps: 0.05}}")
     assert jobs["attack"] == {"model=cnn, attack=fgsm"}
     assert "train" not in jobs and "represent" not in jobs  # upstream of the attack: untouched
-    # downstream: fgsm's projections (joint and out-of-sample), the scores and fgsm's figures, never cw's
-    assert all("attack=fgsm" in w for w in jobs["project"] | jobs["plot"])
-    assert "score" in jobs
+    # downstream: fgsm's joint projections (never cw's), the out-of-sample fits that serve every attack, the
+    # scores and the figures
+    assert jobs["project"] and all("attack=fgsm" in w for w in jobs["project"])
+    assert "project_oos" in jobs and "score" in jobs and "plot" in jobs
 
 
 def test_unrelated_model_added_reruns_nothing_of_this_one(tiny_run):

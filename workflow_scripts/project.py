@@ -4,5 +4,6 @@ from advpipe.pipeline import project
 
 log = start_job(snakemake)
 w = snakemake.wildcards
-project.run(snakemake.config, w.model, snakemake.params.attacks, w.projection, int(w.trial),
-            clean_h5=snakemake.input.clean, attack_h5s=snakemake.input.attacks, out_h5s=snakemake.output, log=log)
+project.run(**snakemake.params.section, projection=w.projection, trial=int(w.trial),
+            trials=snakemake.config["vrapi"]["trials"], clean_h5=snakemake.input.clean,
+            attack_h5s=snakemake.input.attacks, out_h5s=snakemake.output, log=log)

@@ -5,9 +5,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from advpipe.config import ConfigError, entry
+from advpipe.config import ConfigError
 from advpipe.io.h5 import DumpError, provenance, read_dump, require_finite, write_dump
-from advpipe.projections import estimator_options, project_many
+from advpipe.projections import project_many
 
 
 def correct_clean(clean_h5: str, keys=("features",)) -> dict:
@@ -38,27 +38,25 @@ def clean_and_adversarial(clean_h5: str, attack_h5: str, keys=("features",)) -> 
     return clean, aligned_adversarial(attack_h5, clean, clean_h5, keys)
 
 
-def run(config: Mapping[str, Any], model_name: str, attack_names: Sequence[str], projection: str, trial: int,
-        clean_h5: str, attack_h5s: Sequence[str], out_h5s: Sequence[str], log=print) -> None:
-    """One trial of `projection` for each attack: a joint projection gets one attack per job, an
-    out-of-sample one fits once on clean and serves every attack of the study."""
-    study = config["vrapi"]
-    if not 0 <= trial < study["trials"]:
+def run(*, model_name: str, model: Mapping[str, Any], attacks: Mapping[str, Mapping[str, Any]], projection: str,
+        trial: int, trials: int, options: Mapping[str, Any], seed: int, clean_h5: str, attack_h5s: Sequence[str],
+        out_h5s: Sequence[str], log=print) -> None:
+    """One trial of `projection` (with its resolved `options`) for each of `attacks` (name -> entry, in the order
+    of attack_h5s and out_h5s): a joint projection gets one attack per job, an out-of-sample one fits once on
+    clean and serves every attack of the study. `trials` (config key vrapi.trials) bounds `trial`."""
+    if not 0 <= trial < trials:
         raise ConfigError(f"{out_h5s[0]}: trial {trial} does not exist (config key 'vrapi.trials' is "
-                          f"{study['trials']}); expected a trial in 0..{study['trials'] - 1}")
-    model_cfg = entry(config, "models", model_name)
-    attack_cfgs = [entry(config, "attacks", name) for name in attack_names]
+                          f"{trials}); expected a trial in 0..{trials - 1}")
     # SPEC 1: trial t uses seed + t. Every projection takes it explicitly (no global RNG state), so this
     # job needs no torch unless the projection is parametric.
-    seed = config["seed"] + trial
+    seed = seed + trial
     clean = correct_clean(clean_h5)  # read once, whatever the number of attacks
     require_finite(clean_h5, "features", clean["features"])
     advs = [require_finite(path, "features", aligned_adversarial(path, clean, clean_h5)["features"])
             for path in attack_h5s]
-    z = project_many(projection, clean["features"], advs, seed, study["projection_options"])
-    options = estimator_options(projection, study["projection_options"])  # recorded in provenance
-    for attack_name, attack_cfg, out_h5, (z_clean, z_adv) in zip(attack_names, attack_cfgs, out_h5s, z):
-        section = {"projection": projection, "trial": trial, "options": options,
-                   "model": model_cfg, "attack": attack_cfg}
+    z = project_many(projection, clean["features"], advs, seed, {projection: options})
+    for (attack_name, attack_cfg), out_h5, (z_clean, z_adv) in zip(attacks.items(), out_h5s, z):
+        section = {"projection": projection, "trial": trial, "options": dict(options),
+                   "model": model, "attack": attack_cfg}
         write_dump(out_h5, {"index": clean["index"], "clean": z_clean, "adv": z_adv}, provenance(section, seed))
         log(f"{projection} trial {trial}, {attack_name}: {len(z_clean)} clean + {len(z_adv)} adversarial points")
