@@ -1,7 +1,7 @@
 # Wildcard constraints, target lists and input functions derived from the validated config.
 import advpipe.config
 from advpipe.labels.study import attack_level, label_attack_name, label_kinds, label_model_name
-from advpipe.pipeline.specs import attack_job, model_job
+from advpipe.pipeline.specs import attack_job, canonical, model_job
 from advpipe.projections import PROJECTIONS, estimator_options
 
 R = config["results"]
@@ -140,7 +140,7 @@ def get_model_params(wildcards):
 
 
 def get_train_inputs(wildcards):
-    """A label model trains on its label set (a rule input: a missing user label file fails before any job)."""
+    """A label model trains on its label set, an input of the job, so a missing user file fails before any job."""
     model = advpipe.config.entry(config, "models", wildcards.model)
     return {"labels": label_set(model["label"]["name"])} if "label" in model else {}
 
@@ -154,15 +154,15 @@ def get_attack_inputs(wildcards):
 
 
 def get_ara_params(wildcards):
-    return dict(**get_model_params(wildcards), ara=config["ara"])
+    return canonical(dict(**get_model_params(wildcards), ara=config["ara"]))
 
 
 def get_explain_params(wildcards):
-    return dict(**get_model_params(wildcards), explain=EXPLANATIONS["explain"])
+    return canonical(dict(**get_model_params(wildcards), explain=EXPLANATIONS["explain"]))
 
 
 def get_represent_params(wildcards):
-    return dict(**get_model_params(wildcards), represent=config["represent"])
+    return canonical(dict(**get_model_params(wildcards), represent=config["represent"]))
 
 
 def get_attack_params(wildcards):
@@ -173,9 +173,11 @@ def get_projection_params(wildcards):
     # Only this projection's options: changing parametric_umap's must not rerun pca. A joint projection serves
     # one attack, an out-of-sample one every attack of the study.
     attacks = [wildcards.attack] if hasattr(wildcards, "attack") else VRAPI["attacks"]
-    return dict(model_name=wildcards.model, model=advpipe.config.entry(config, "models", wildcards.model),
-                attacks={a: advpipe.config.entry(config, "attacks", a) for a in attacks},
-                options=estimator_options(wildcards.projection, VRAPI["projection_options"]), seed=config["seed"])
+    # `attacks` keeps the study's order (the order of the job's inputs and outputs); the entries are canonical.
+    return dict(model_name=wildcards.model, model=canonical(advpipe.config.entry(config, "models", wildcards.model)),
+                attacks={a: canonical(advpipe.config.entry(config, "attacks", a)) for a in attacks},
+                options=canonical(estimator_options(wildcards.projection, VRAPI["projection_options"])),
+                seed=config["seed"])
 
 
 def get_score_inputs(wildcards):

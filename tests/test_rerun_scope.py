@@ -6,15 +6,20 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 
-from wf import snakemake
+from wf import TINY, snakemake
 
 pytestmark = pytest.mark.slow
 
 
-def scheduled(workdir, *config: str) -> dict[str, set[str]]:
-    """rule -> the wildcards of the jobs a dry-run with `--config ...` would run."""
-    out = snakemake(workdir, "--dry-run", "--config", *config)
+def scheduled(workdir, tmp_path, change) -> dict[str, set[str]]:
+    """rule -> the wildcards of the jobs a dry-run would run with the tiny config changed by `change(config)`."""
+    config = yaml.safe_load(open(TINY))
+    change(config)
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = snakemake(workdir, "--dry-run", configfile=path)
     jobs: dict[str, set[str]] = {}
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", out.stdout):
         head = re.match(r"(?:local)?rule (\w+):", block)
@@ -24,12 +29,14 @@ def scheduled(workdir, *config: str) -> dict[str, set[str]]:
     return jobs
 
 
-def test_nothing_changed_nothing_scheduled(tiny_run):
+def test_nothing_changed_nothing_scheduled(tiny_run, tmp_path):
     assert "Nothing to be done" in snakemake(tiny_run, "--dry-run").stdout
+    # the same config with its keys reordered (a YAML dump sorts them): the params are canonical
+    assert scheduled(tiny_run, tmp_path, lambda c: None) == {}
 
 
-def test_one_attack_changed_reruns_that_attack_and_its_downstream_only(tiny_run):
-    jobs = scheduled(tiny_run, "attacks={fgsm: {eps: 0.05}}")
+def test_one_attack_changed_reruns_that_attack_and_its_downstream_only(tiny_run, tmp_path):
+    jobs = scheduled(tiny_run, tmp_path, lambda c: c["attacks"]["fgsm"].update(eps=0.05))
     assert jobs["attack"] == {"model=cnn, attack=fgsm"}
     assert "train" not in jobs and "represent" not in jobs  # upstream of the attack: untouched
     # downstream: fgsm's joint projections (never cw's), the out-of-sample fits that serve every attack, the
@@ -38,7 +45,8 @@ def test_one_attack_changed_reruns_that_attack_and_its_downstream_only(tiny_run)
     assert "project_oos" in jobs and "score" in jobs and "plot" in jobs
 
 
-def test_unrelated_model_added_reruns_nothing_of_this_one(tiny_run):
-    jobs = scheduled(tiny_run, "models={other: {dataset: digits, arch: small_cnn, train: {epochs: 1}}}")
+def test_unrelated_model_added_reruns_nothing_of_this_one(tiny_run, tmp_path):
+    other = {"dataset": "digits", "arch": "small_cnn", "train": {"epochs": 1}}
+    jobs = scheduled(tiny_run, tmp_path, lambda c: c["models"].update(other=other))
     assert set(jobs) <= {"train", "represent", "all"}, jobs  # the new model's own jobs only
     assert jobs["train"] == {"model=other"} and jobs["represent"] == {"model=other, split=test"}
