@@ -22,7 +22,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # torch.use_deterministic_algorithms(True, warn_only=True) also imports torch._inductor to set its
+    # `deterministic` flag: about 2 s of imports per job (torch._dynamo), for a compiler no stage uses. The eager
+    # kernels read only the C++ flag, set here directly; the inductor flag is set too when it is loaded.
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
+    if "torch._inductor.config" in sys.modules:
+        sys.modules["torch._inductor.config"].deterministic = True
     torch.backends.cudnn.benchmark = False
     # cuBLAS needs this for deterministic matmuls on GPU; harmless on CPU.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
