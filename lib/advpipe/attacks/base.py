@@ -181,8 +181,9 @@ class Attack(ABC):
         if not results:  # empty input: keep shapes and dtypes
             k = len(self.eps_list)
             empty = torch.zeros(k, 0, dtype=torch.bool, device=x.device)
+            norms = {name: torch.zeros(k, 0, device=x.device) for name in ("L0", "L1", "L2", "Linf", "RMS")}
             result = AttackResult(x.clone().unsqueeze(0).expand(k, *x.shape), empty, empty.long(),
-                                  {}, torch.zeros(0, device=x.device) if self.minimal else None, classes)
+                                  norms, torch.zeros(0, device=x.device) if self.minimal else None, classes)
         else:
             result = AttackResult.cat(results, dim=1)
             result.classes = classes
