@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from advpipe.attacks.base import Attack, AttackContext, check_bool, check_int, parse_eps, parse_fraction, register
-from advpipe.attacks.losses import make_loss
+from advpipe.attacks.losses import check_loss, make_loss
 
 LEVELS = 255  # 8-bit images: the 1/255 grid the inputs were stored on
 NORMS = ("linf", "l2", "rms")
@@ -103,7 +103,7 @@ class GradientAttack(Attack):
         self.clamp = check_clamp(self.clamp)
         if self.quantize and self.space != "pixels":
             raise ValueError(f"quantize: the 1/255 grid is a pixel grid; the attack's space is {self.space!r}")
-        make_loss_check(self.loss)
+        check_loss(self.loss)
 
     def make_generators(self, device: torch.device) -> list[torch.Generator | None]:
         if not self.random_start:
@@ -184,12 +184,6 @@ class GradientAttack(Attack):
     @staticmethod
     def _clamp(z: Tensor, lo, hi) -> Tensor:
         return z if lo is None else torch.clamp(z, lo, hi)
-
-
-def make_loss_check(name: str) -> None:
-    from advpipe.attacks.losses import LOSSES
-    if name not in LOSSES:
-        raise ValueError(f"loss: expected one of {list(LOSSES)}, got {name!r}")
 
 
 @register("pgd")

@@ -21,6 +21,13 @@ ScoreLoss = Callable[[Tensor, Tensor], Tensor]  # (class scores, classes) -> (B,
 LOSSES = ("ce", "model", "soft_ce", "smoothl1", "cw", "logit")
 
 
+def check_loss(name: str) -> str:
+    """`name` if it is a loss hook, else ValueError naming the accepted ones (checked when an attack is built)."""
+    if name not in LOSSES:
+        raise ValueError(f"loss: expected one of {list(LOSSES)}, got {name!r}")
+    return name
+
+
 def label_tensor(model: nn.Module) -> Tensor | None:
     """The (C, *L) label targets of a label-representation model (SPEC 3), None for a plain classifier."""
     return getattr(model, "labels", None)
