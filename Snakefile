@@ -1,26 +1,26 @@
 # advpipe: the workflow. A table of contents; rules live in rules/, logic in lib/advpipe.
 from pathlib import Path
 
-import yaml
-from snakemake.utils import min_version, update_config
+from snakemake.utils import min_version
 
 import advpipe.config
+import advpipe.errors
 
 min_version("9.0")
 
-# The embedded default applies only when no --configfile is given: Snakemake would otherwise merge the
-# given file into config.yaml and leak the default's models into, say, a paper config.
-if not workflow.overwrite_configfiles:
-    _base = yaml.safe_load((Path(workflow.basedir) / "config.yaml").read_text())
-    update_config(_base, config)  # --config key=value overrides still win
-    config.clear()
-    config.update(_base)
-# Fails here, before any job, naming every bad key path.
-_validated = advpipe.config.validate(config, advpipe.config.load_schema(Path(workflow.basedir) / "config/schema.yaml"))
+# The config is read again here through advpipe's loader (a key given twice is an error; Snakemake's keeps the
+# last), merged as Snakemake merges: the files in order, then --config overrides. The embedded default applies
+# only when no --configfile is given: merging a given file into config.yaml would leak the default's models
+# into, say, a paper config.
+# Fails here, before any job, naming every bad key path; so does a results folder this user cannot write
+# (naming the key, not a PermissionError from some job). One message, no traceback (ADVPIPE_DEBUG=1: traceback).
+with advpipe.errors.exit_on_input_error():
+    _raw = advpipe.config.compose(workflow.overwrite_configfiles or [Path(workflow.basedir) / "config.yaml"],
+                                  workflow.config_settings.overwrite_config)
+    _validated = advpipe.config.validate(_raw, advpipe.config.load_schema(Path(workflow.basedir) / "config/schema.yaml"))
+    advpipe.config.check_before_jobs(_validated)
 config.clear()
 config.update(_validated)
-# So does a results folder this user cannot write (naming the key, not a PermissionError from some job).
-advpipe.config.check_results_folder(config["results"])
 
 
 include: "rules/common.smk"

@@ -74,7 +74,7 @@ BAD = [
     ("study naming a missing attack", ["vrapi", "attacks"], ["pgd"], "vrapi.attacks.0"),
     ("plot trial beyond trials", ["vrapi", "plot"], {"trial": 5}, "vrapi.plot.trial"),
     ("unknown dataset source", ["datasets", "digits", "source"], "imagenet", "datasets.digits.source"),
-    ("name unusable in paths", ["models", "cnn/x"], {"dataset": "digits", "arch": "small_cnn"}, "models"),
+    ("name unusable in paths", ["models", "cnn/x"], {"dataset": "digits", "arch": "small_cnn"}, "models.cnn/x"),
     ("zero trials", ["vrapi", "trials"], 0, "vrapi.trials"),
     ("imagefolder without path", ["datasets", "digits"], {"source": "imagefolder"}, "datasets.digits.path"),
     ("missing required section", ["datasets"], KeyError, "datasets"),

@@ -1,4 +1,7 @@
-"""Console command `advpipe`: small helpers around the workflow (the workflow itself is `snakemake`)."""
+"""Console command `advpipe`: small helpers around the workflow (the workflow itself is `snakemake`).
+
+Exit status: 0 done, 2 the input is wrong (one line says which file or key), 1 an error inside advpipe.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,15 +10,14 @@ import sys
 
 import yaml
 
+from advpipe.errors import DEBUG_VAR, InputError, debugging, report
+
 
 def _check_config(args: argparse.Namespace) -> int:
-    from advpipe.config import ConfigError, load
+    from advpipe.config import check_before_jobs, load
 
-    try:
-        cfg = load(args.path)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        return 2
+    cfg = load(args.path)
+    check_before_jobs(cfg)
     if args.show:
         print(yaml.safe_dump(cfg, sort_keys=False))
     else:
@@ -35,14 +37,9 @@ def _model_info(args: argparse.Namespace) -> int:
 
 
 def _import_checkpoint(args: argparse.Namespace) -> int:
-    from advpipe.models.checkpoint import CheckpointError
     from advpipe.models.wwoods import import_checkpoint
 
-    try:
-        model = import_checkpoint(args.src, args.dest_dir)
-    except CheckpointError as err:
-        print(err, file=sys.stderr)
-        return 2
+    model = import_checkpoint(args.src, args.dest_dir)
     print(f"{args.dest_dir}: imported {args.src} as preact_resnet depth {model.depth}, width {model.width}, "
           f"activation {model.activation}")
     return 0
@@ -50,6 +47,9 @@ def _import_checkpoint(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="advpipe", description=__doc__)
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an error (also: {DEBUG_VAR}=1); by default one line names "
+                             "the cause and the file or config key")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("check-config", help="validate a config file (defaults filled in from the schema)")
     p.add_argument("path")
@@ -66,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dest_dir", help="folder to write model.pt and model.json into")
     p.set_defaults(func=_import_checkpoint)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as err:  # noqa: BLE001 - every error becomes one line (or a traceback with --debug)
+        report(err, debug=args.debug or debugging())
+        return 2 if isinstance(err, (InputError, OSError)) else 1
 
 
 if __name__ == "__main__":

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import jsonschema
 import yaml
+
+from advpipe import yamlio
+from advpipe.errors import InputError
+from advpipe.schema_words import Validator, accepted, explain, names_a_key, resolve
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
@@ -22,7 +27,7 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 _SHAPE_ARGS = {"in_channels", "num_classes", "image_size", "mean", "std"}
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """The config is invalid; the message names every offending key path and what was expected."""
 
 
@@ -31,21 +36,12 @@ def load_schema(path: str | Path | None = None) -> dict[str, Any]:
         return yaml.safe_load(f)
 
 
-def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
-    while "$ref" in schema:
-        node: Any = root
-        for part in schema["$ref"].lstrip("#/").split("/"):
-            node = node[part]
-        schema = {**node, **{k: v for k, v in schema.items() if k != "$ref"}}
-    return schema
-
-
 def _fill_defaults(instance: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> None:
-    schema = _resolve(schema, root)
+    schema = resolve(schema, root)
     if not isinstance(instance, dict):
         return
     for key, sub in schema.get("properties", {}).items():
-        sub = _resolve(sub, root)
+        sub = resolve(sub, root)
         if key not in instance and "default" in sub:
             instance[key] = copy.deepcopy(sub["default"])
         if key in instance:
@@ -55,7 +51,7 @@ def _fill_defaults(instance: Any, schema: Mapping[str, Any], root: Mapping[str, 
         for key in set(instance) - set(schema.get("properties", {})):
             _fill_defaults(instance[key], extra, root)
     for branch in schema.get("allOf", []):
-        if "if" in branch and jsonschema.Draft7Validator(branch["if"]).is_valid(instance):
+        if "if" in branch and Validator(branch["if"]).is_valid(instance):
             _fill_defaults(instance, branch.get("then", {}), root)
 
 
@@ -68,6 +64,22 @@ def _path(error: jsonschema.ValidationError) -> str:
     return ".".join(parts) or "<top level>"
 
 
+def _schema_problem(error: jsonschema.ValidationError, schema: Mapping[str, Any]) -> str:
+    if names_a_key(error):  # a bad name under models/attacks/datasets: the name is the instance
+        where = ".".join([*map(str, error.absolute_path), str(error.instance)])
+        return (f"config key {where!r}: the name {error.instance!r} is not allowed (names become file paths and "
+                f"Snakemake wildcards); expected {accepted(error.schema, schema)}")
+    return f"config key '{_path(error)}': {explain(error, schema)}"
+
+
+def _non_finite(value: Any, path: str = "") -> list[str]:
+    """inf and nan anywhere (YAML's .inf, .nan): the schema's "number" lets them through."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"config key '{path or '<top level>'}': got {value!r}; expected a finite number"]
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return [p for k, v in items for p in _non_finite(v, f"{path}.{k}" if path else str(k))]
+
+
 def validate(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Return a copy of `config` with defaults filled in; raise ConfigError naming each bad key path."""
     if not isinstance(config, Mapping):
@@ -75,14 +87,14 @@ def validate(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None)
                           "config keys (datasets, models, ...)")
     schema = schema or load_schema()
     config = copy.deepcopy(dict(config))
+    problems = _non_finite(config)
     _fill_defaults(config, schema, schema)
-    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
-    problems = []
+    errors = sorted(Validator(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     for err in errors:
         # if/then failures are reported twice by jsonschema (the branch and its detail): keep the detail.
         if err.validator in ("allOf", "if"):
             continue
-        problems.append(f"config key '{_path(err)}': {err.message}")
+        problems.append(_schema_problem(err, schema))
     problems += _cross_check(config) if not problems else []
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(dict.fromkeys(problems)))
@@ -165,12 +177,79 @@ def _check_labels(study: Mapping[str, Any], config: Mapping[str, Any]) -> list[s
     return problems
 
 
+def _declared_shape(dataset: Mapping[str, Any]) -> tuple[int, int, int] | None:
+    """(C, H, W) of a dataset's images where the config tells (None for an npz file: its data will)."""
+    from advpipe.data.datasets import _TORCHVISION
+
+    source = dataset["source"]
+    if source == "digits":
+        return 1, 8, 8
+    if source in _TORCHVISION:
+        info = _TORCHVISION[source]
+        return info.in_channels, info.image_size, info.image_size
+    if source == "imagefolder":
+        return 1 if dataset["grayscale"] else 3, dataset["image_size"], dataset["image_size"]
+    return None
+
+
+def _check_budgets(config: Mapping[str, Any]) -> list[str]:
+    """Budgets the input box cannot hold (advpipe.attacks.budget), for every model each attack is run on."""
+    from advpipe.attacks.budget import budget_problems, space_widths
+
+    paired: dict[str, list[str]] = {name: [] for name in config["attacks"]}
+    for section in ("vrapi", "robustness"):
+        study = config[section]
+        if study["enabled"]:
+            for attack in study["attacks"]:
+                paired.setdefault(attack, []).extend(m for m in study["models"] if m in config["models"])
+    problems: dict[tuple[str, str], str] = {}
+    for name, attack in config["attacks"].items():
+        space = attack.get("space", "pixels")
+        for model_name in dict.fromkeys(paired.get(name) or [None]):
+            model = config["models"].get(model_name, {})
+            shape = _declared_shape(config["datasets"][model["dataset"]]) if model else None
+            if isinstance(space, list) and space[0] >= space[1]:
+                break  # reported as a bad space
+            normalize = model.get("normalize", "none") if "arch" in model else None  # a checkpoint's: in its json
+            widths = space_widths(space, normalize, shape[0] if shape else None) if model or space != "normalized" \
+                else None
+            for key, problem in budget_problems(attack, widths, shape[1] * shape[2] if shape else None):
+                on = f" (on model {model_name!r}, dataset {model['dataset']!r})" if model else ""
+                problems.setdefault((name, key), f"config key 'attacks.{name}.{key}': {problem}{on}")
+    return list(problems.values())
+
+
+def _check_ranges(config: Mapping[str, Any]) -> list[str]:
+    """[lo, hi] pairs (an attack's space and clamp) must have lo < hi."""
+    problems = []
+    for name, attack in config["attacks"].items():
+        for key in ("space", "clamp"):
+            value = attack.get(key)
+            if isinstance(value, list) and value[0] >= value[1]:
+                problems.append(f"config key 'attacks.{name}.{key}': got {value}; expected a range [lo, hi] with "
+                                "lo < hi")
+    return problems
+
+
+def _check_paths(config: Mapping[str, Any]) -> list[str]:
+    """The results folder: inside the project (the working directory), unless an absolute path says otherwise."""
+    results = config["results"]
+    if not os.path.isabs(results) and os.path.normpath(results).split(os.sep)[0] == "..":
+        return [f"config key 'results': got {results!r}, which climbs out of the project folder; expected a folder "
+                "inside it, or an absolute path to write elsewhere on purpose"]
+    if os.path.normpath(results) == ".":
+        return [f"config key 'results': got {results!r}, the project folder itself; expected a sub-folder such as "
+                "results (outputs would mix with the workflow's files)"]
+    return []
+
+
 def _cross_check(config: Mapping[str, Any]) -> list[str]:
-    """Checks a schema cannot express: names that must refer to other entries or to registries."""
+    """Checks a schema cannot express: names that must refer to other entries or to registries, budgets the inputs
+    cannot hold, ranges and paths."""
     from advpipe.projections import PROJECTIONS
     from advpipe.projections.project import accepted_options
 
-    problems = []
+    problems = _check_paths(config) + _check_ranges(config)
     for name, ds in config["datasets"].items():
         if ds["source"] in ("imagefolder", "npz") and "path" not in ds:
             problems.append(f"config key 'datasets.{name}.path': required for source {ds['source']}")
@@ -208,22 +287,53 @@ def _cross_check(config: Mapping[str, Any]) -> list[str]:
         if study["plot"]["trial"] >= study["trials"]:
             problems.append(f"config key 'vrapi.plot.trial': trial {study['plot']['trial']} does not exist "
                             f"(vrapi.trials is {study['trials']})")
+    if not problems:  # the budgets need every name above to resolve
+        problems += _check_budgets(config)
     return problems
+
+
+def read(path: str | Path) -> Any:
+    """The YAML document at `path` (advpipe.yamlio: a key given twice is an error), or ConfigError naming it."""
+    try:
+        return yamlio.load_file(path)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror}); expected a YAML file") from None
+    except yamlio.DuplicateKeyError as err:
+        raise ConfigError(f"{path}: line {err.problem_mark.line + 1}: {err.problem}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML; expected a YAML mapping of config keys. {err}") from None
 
 
 def load(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file and validate it."""
-    try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the config file ({err.strerror}); expected a YAML file") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid YAML; expected a YAML mapping of config keys. {err}") from None
+    raw = read(path)
     try:
         return validate(raw if raw is not None else {})
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+def compose(paths: Iterable[str | Path], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What Snakemake makes of --configfile A B --config k=v: the files merged in order, then the overrides;
+    each file read by `read` (Snakemake's own loader keeps the last of two equal keys)."""
+    from snakemake.utils import update_config
+
+    merged: dict[str, Any] = {}
+    for path in paths:
+        raw = read(path)
+        if raw is not None and not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level is a {type(raw).__name__}; expected a mapping of config keys "
+                              "(datasets, models, ...)")
+        update_config(merged, raw or {})
+    update_config(merged, copy.deepcopy(dict(overrides or {})))
+    return merged
+
+
+def check_before_jobs(config: Mapping[str, Any]) -> None:
+    """What a validated config needs from this machine before any job: folders it can write."""
+    check_results_folder(config["results"])
+    if any(ds.get("download") for ds in config["datasets"].values()):
+        check_results_folder(config["data_root"], key="data_root", what="the downloaded datasets")
 
 
 def entry(config: Mapping[str, Any], section: str, name: str) -> dict[str, Any]:
@@ -234,7 +344,7 @@ def entry(config: Mapping[str, Any], section: str, name: str) -> dict[str, Any]:
     return entries[name]
 
 
-def check_results_folder(path: str | os.PathLike, key: str = "results") -> None:
+def check_results_folder(path: str | os.PathLike, key: str = "results", what: str = "the outputs") -> None:
     """ConfigError unless `path` is a folder this process may write into, or can be created.
 
     Called by the Snakefile before any job, so that the error names the config key and the folder instead of
@@ -246,7 +356,7 @@ def check_results_folder(path: str | os.PathLike, key: str = "results") -> None:
         existing = existing.parent
     where = f"{path}" if existing == path else f"{path} cannot be created: {existing}"
     if not existing.is_dir():
-        raise ConfigError(f"config key '{key}': {where} is not a folder; expected a folder for the outputs")
+        raise ConfigError(f"config key '{key}': {where} is not a folder; expected a folder for {what}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"config key '{key}': folder {where} is not writable (read-only for this user); "
-                          "expected a folder this user can write outputs into")
+                          f"expected a folder this user can write {what} into")

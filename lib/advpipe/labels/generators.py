@@ -9,12 +9,13 @@ import os
 from pathlib import Path
 
 import numpy as np
+from advpipe.errors import InputError
 
 MAX_VALUE = 80.0  # the originals scale every high-dimensional label to [0, 80]
 SIDE = 64         # 64x64 label images
 
 
-class LabelError(ValueError):
+class LabelError(InputError, ValueError):
     """A label kind, parameter or label file that cannot be used; the message names what was expected."""
 
 
