@@ -65,6 +65,11 @@ def _path(error: jsonschema.ValidationError) -> str:
 
 
 def _schema_problem(error: jsonschema.ValidationError, schema: Mapping[str, Any]) -> str:
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        # A mapping or list that matched a branch's shape but failed inside it: name the key inside.
+        inner = max(error.context, key=lambda e: len(e.absolute_path))
+        if len(inner.absolute_path) > len(error.absolute_path):
+            return _schema_problem(inner, schema)
     if names_a_key(error):  # a bad name under models/attacks/datasets: the name is the instance
         where = ".".join([*map(str, error.absolute_path), str(error.instance)])
         return (f"config key {where!r}: the name {error.instance!r} is not allowed (names become file paths and "
