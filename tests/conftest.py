@@ -1,6 +1,9 @@
 """Shared fixtures: one-thread sections, and a small CNN trained in seconds on scikit-learn's digits."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 from threadpoolctl import threadpool_limits
@@ -50,6 +53,9 @@ def tiny_run(tmp_path_factory):
     Read it, never change it: copy it first (shutil.copytree keeps times and snakemake's metadata)."""
     from wf import snakemake
 
+    reuse = os.environ.get("ADVPIPE_TEST_TINY_RUN")  # a finished tiny run, to iterate on one workflow test
+    if reuse:
+        return Path(reuse)
     workdir = tmp_path_factory.mktemp("tiny_run")
     snakemake(workdir)
     return workdir

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -22,6 +23,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +37,9 @@ from PIL import Image
 from advpipe.config import ConfigError, check_results_folder, load, validate
 from advpipe.data import DataError, load_split
 from advpipe.io.h5 import DumpError
+from advpipe.models import build_model
 from advpipe.models.checkpoint import CheckpointError
+from advpipe.models.input_size import input_size_problem, min_input_size
 from advpipe.pipeline import attack, plot, project, represent, score, train
 from advpipe.pipeline.specs import attack_job, model_job
 from advpipe.projections import estimator_options
@@ -295,6 +299,70 @@ def test_nan_features_in_representation_dump_read_by_project(files):
     assert files.wrote_nothing()
 
 
+def _damaged(values, how):
+    """`values` of a dump dataset damaged as `how` says (the cases below)."""
+    if how == "1-D":
+        return values[:, 0]
+    if how == "2-D":
+        return np.stack([values, values], 1)
+    if how == "3 columns":
+        return np.concatenate([values, values[:, :1]], 1)
+    if how == "+10":
+        return values + 10
+    if how == "-1 in one row":
+        values = values.copy()
+        values[0] = -1
+        return values
+    if how == "float":
+        return values + 0.5
+    raise ValueError(how)
+
+
+# (dump, dataset, damage, stage reading it first, phrases of the message); {n}: the dump's rows
+DUMP_LAYOUT_CASES = [
+    ("clean", "features", "1-D", "project", ["dataset 'features' has shape ({n},)",
+                                             "expected shape (N, D) (N samples, D features)"]),
+    ("clean", "label", "2-D", "attack", ["dataset 'label' has shape ({n}, 2)", "expected shape (N,) (N samples)"]),
+    ("clean", "label", "+10", "attack", ["dataset 'label' holds values in [10, 19]",
+                                         "expected class indices 0..9 (10 classes: dataset 'digits')"]),
+    ("clean", "label", "float", "attack", ["dataset 'label' holds float64 values", "expected integers"]),
+    ("clean", "label", "-1 in one row", "score", ["dataset 'label' holds values in [-1, 9]",
+                                                  "expected class indices 0..9 (10 classes: the width of dataset "
+                                                  "'logits')"]),
+    ("adv", "pred", "+10", "project", ["dataset 'pred' holds values in [10, 19]", "expected class indices 0..9 "
+                                       "(10 classes: the width of dataset 'logits')"]),
+    ("adv", "label", "+10", "plot", ["dataset 'label' holds values in [10, 19]",
+                                     "expected class indices 0..9 (10 classes: {model_json})"]),
+    ("adv", "pred", "2-D", "score", ["dataset 'pred' has shape ({n}, 2)", "expected shape (N,) (N samples)"]),
+    ("projection", "clean", "1-D", "score", ["dataset 'clean' has shape ({n},)",
+                                             "expected shape (N, P) (N samples, P projection axes)"]),
+    ("projection", "adv", "3 columns", "plot",
+     ["dataset 'adv' has shape ({n}, 3)", "expected shape ({n}, 2) (projection axes: 2, from the 2-D scatter figures)"]),
+    ("projection", "adv", "3 columns", "score", ["dataset 'adv' has shape ({n}, 3)",
+                                                 "expected shape ({n}, 2) (projection axes: 2, from dataset 'clean')"]),
+]
+
+
+@pytest.mark.parametrize("dump, key, how, stage, phrases", DUMP_LAYOUT_CASES,
+                         ids=[f"{c[0]} {c[1]} {c[2]} read by {c[3]}" for c in DUMP_LAYOUT_CASES])
+def test_dump_dataset_of_the_wrong_shape_or_range(files, dump, key, how, stage, phrases):
+    """Refused where it is read, naming the file, the dataset and the expected shape or range: never an IndexError
+    or ValueError inside the projection, the score or the figures (nor, for the attack, silently used)."""
+    path = getattr(files, dump)
+    with h5py.File(path) as f:
+        values = f[key][()]
+    rewrite_dump(path, **{key: _damaged(values, how)})
+    fill = {"n": len(values), "model_json": files.model_json}
+    expect(DumpError, getattr(files, stage), path, *[p.format(**fill) for p in phrases])
+    assert files.wrote_nothing()
+
+
+def test_attack_dump_without_predictions_read_by_score(files):
+    rewrite_dump(files.adv, drop=["pred"])
+    expect(DumpError, files.score, files.adv, "missing dataset(s) ['pred']", "expected ['index', 'pred', 'label']")
+    assert files.wrote_nothing()
+
+
 # ---- checkpoints ---------------------------------------------------------------------------------------------
 
 CHECKPOINT_EXPECTED = "expected a state_dict of plain tensors"
@@ -353,6 +421,77 @@ def test_checkpoint_with_nan_weights(files):
     torch.save(state, files.model_pt)
     expect(CheckpointError, files.represent, files.model_pt, "'head.weight' holds NaN or Inf",
            "expected finite weights")
+    assert files.wrote_nothing()
+
+
+def _some_bytes(kind: str) -> bytes:
+    if kind == "random bytes":
+        return np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes()
+    if kind == "a text file":
+        return b"epoch,loss\n1,0.5\n"
+    if kind == "an empty file":
+        return b""
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((4, 4), np.float32))  # "a .npy array"
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "a text file", "an empty file", "a .npy array"])
+def test_checkpoint_that_is_no_checkpoint_is_reported_corrupt(files, kind):
+    """Bytes torch cannot read are a corrupt file, not a refusal to run code (nor torch's KeyError)."""
+    files.model_pt.write_bytes(_some_bytes(kind))
+    message = expect(CheckpointError, files.represent, files.model_pt, "truncated or corrupt", CHECKPOINT_EXPECTED)
+    assert "refused" not in message and "pickled code" not in message
+    assert files.wrote_nothing()
+
+
+def test_refusal_of_a_pickle_referencing_code_never_passes_on_torch_advice(files, tmp_path):
+    """torch's own message for a pickle it refuses advises weights_only=False (running the code) and allowlisting
+    the global; ours names the file and what was refused, and neither the message nor the traceback a debugging
+    user sees (ADVPIPE_DEBUG=1) carries that advice."""
+    torch.save({"body.0.weight": RunsCode(tmp_path / "pickled_code_ran")}, files.model_pt)
+    with pytest.raises(pickle.UnpicklingError) as raw:  # the pinned torch's text: the test fails if it changes
+        torch.load(files.model_pt, weights_only=True)
+    assert "`weights_only` set to `False`" in str(raw.value) and "add_safe_globals" in str(raw.value)
+    with pytest.raises(CheckpointError) as info:
+        files.represent()
+    message = str(info.value)
+    assert f"{files.model_pt}: refused to load (Unsupported global: GLOBAL exec)" in message
+    shown = "".join(traceback.format_exception(info.value))
+    for advice in ("weights_only", "add_safe_globals", "safe_globals", "arbitrary code execution"):
+        assert advice not in shown, advice
+    assert not (tmp_path / "pickled_code_ran").exists()
+    assert files.wrote_nothing()
+
+
+def _foreign_state(arch: str = "small_cnn", **changed) -> dict:
+    """The state_dict of another network than the tests' cnn (small_cnn for 1x8x8 digits, 10 classes, channels
+    [4, 8], hidden 16): `arch` with those arguments `changed`."""
+    args = {"in_channels": 1, "num_classes": 10, "image_size": 8}
+    args.update({"channels": [4, 8], "hidden": 16} if arch == "small_cnn" else {})
+    return build_model(arch, **{**args, **changed}).state_dict()
+
+
+MISMATCH_CASES = [
+    ("3 classes", {"num_classes": 3},
+     ["num_classes 10 in model.json vs 3 outputs in model.pt's final layer (head.weight of shape (3, 16))"]),
+    ("3 channels", {"in_channels": 3},
+     ["in_channels 1 in model.json vs 3 channel(s) in model.pt", "'mean' has shape (1, 3, 1, 1)"]),
+    ("hidden 32", {"hidden": 32},
+     ["arch 'small_cnn' with arch_args {'channels': [4, 8], 'hidden': 16}, image_size 8 in model.json give other "
+      "layer shapes than model.pt's: body.6.weight (32, 128) in model.pt vs (16, 128) from model.json"]),
+    ("another architecture", {"arch": "preact_resnet", "depth": 8, "width": 4},
+     ["arch 'small_cnn' with arch_args {'channels': [4, 8], 'hidden': 16} in model.json:",
+      "tensor(s) it needs are not in model.pt (e.g. ['body.0.bias'", "model.pt holds"]),
+]
+
+
+@pytest.mark.parametrize("what, changed, phrases", MISMATCH_CASES, ids=[c[0] for c in MISMATCH_CASES])
+def test_model_json_and_model_pt_that_disagree(files, what, changed, phrases):
+    """A model.pt of another network beside this model.json: both files and the field that disagrees are named."""
+    torch.save(_foreign_state(**changed), files.model_pt)
+    expect(CheckpointError, files.attack, f"{files.model_json} and {files.model_pt} disagree (model.pt does not match",
+           *phrases, "expected the model.json written with that model.pt")
     assert files.wrote_nothing()
 
 
@@ -418,6 +557,21 @@ NPZ_CASES = [
     ("int32 x", {"x": np.zeros((60, 1, 8, 8), np.int32)}, ["dtype int32", "expected uint8 (0..255) or float"]),
     ("a class of one image", {"y": np.r_[np.arange(59) % 9, 9]}, ["no stratified train/test split",
                                                                    "expected at least 2 images per class"]),
+    ("a negative label", {"y": np.r_[-1, np.arange(1, 60) % 10]}, ["array y holds negative labels ([-1, 9])",
+                                                                   "expected class indices 0..K-1"]),
+    ("fewer class names than classes", {"classes": np.array(["a", "b", "c"])},
+     ["array classes names 3 classes but y holds labels 0..9 (10 classes)", "expected one name per class, 10 names"]),
+    ("more class names than classes", {"classes": np.array(list("abcdefghijkl"))},
+     ["array classes names 12 classes but y holds labels 0..9 only: class(es) 10 ('k'), 11 ('l') have no image",
+      "expected one name per class of y (10 names), and images of every named class"]),
+    ("classes without images", {"y": np.arange(60) % 5 * 2},
+     ["class(es) 1, 3, 5, 7 of 0..8 have no image in y", "expected every class 0..8 to have images"]),
+    ("one class", {"y": np.zeros(60, np.int64)}, ["1 class(es) ['0']", "expected at least 2 classes"]),
+    ("no images", {"x": np.zeros((0, 1, 8, 8), np.uint8), "y": np.zeros(0, np.int64)},
+     ["holds no images (array x has shape (0, 1, 8, 8))", "expected images of at least 2 classes"]),
+    ("images of 1x1 pixel, too small for small_cnn", {"x": np.zeros((60, 1, 1, 1), np.uint8)},
+     ["dataset 'own' (", "images are 1x1 but architecture 'small_cnn' (arch_args {'channels': [4, 8], 'hidden': 16}) "
+      "needs images of at least 2x2", "expected images of side >= 2"]),
 ]
 
 
@@ -444,6 +598,50 @@ def test_truncated_npz(files):
     expect(DataError, lambda: run_train(npz_config(files), "cnn", files.out / "m"), path,
            "not a readable .npz file", "expected an .npz file (numpy.savez) with arrays x")
     assert files.wrote_nothing()
+
+
+def _not_an_npz(kind: str, path: Path) -> None:
+    if kind == "a .npy array renamed .npz":
+        np.save(path.with_suffix(".npy"), np.zeros((60, 1, 8, 8), np.uint8))
+        path.with_suffix(".npy").rename(path)
+    elif kind == "a text file":
+        path.write_text("x,y\n0,1\n")
+    else:
+        path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("kind, phrase", [
+    ("a .npy array renamed .npz", "a single .npy array (numpy.save), not an .npz archive"),
+    ("a text file", "not an .npz file (it starts with b'x,y\\n0,1\\n', not the zip archive numpy.savez writes)"),
+    ("an empty file", "empty file (0 bytes)"),
+], ids=["npy renamed npz", "text file", "empty file"])
+def test_file_of_another_kind_named_npz(files, kind, phrase):
+    path = own_npz(files)
+    path.parent.mkdir(parents=True)
+    _not_an_npz(kind, path)
+    message = expect(DataError, lambda: run_train(npz_config(files), "cnn", files.out / "m"), path, phrase,
+                     "expected an .npz file (numpy.savez) with arrays x (N, C, H, W) and y (N,)")
+    assert "allow_pickle" not in message  # numpy's advice for what it takes for a pickle: not passed on
+    assert files.wrote_nothing()
+
+
+@pytest.mark.parametrize("fraction, phrase", [
+    (0.97, "test_fraction 0.97 of 20 images leaves an empty split: 0 for training and 20 for test"),
+    (0.01, "test_fraction 0.01 of 20 images leaves 19 for training and 1 for test"),
+], ids=["empty training split", "one test image for two classes"])
+def test_test_fraction_leaving_a_split_without_a_class(files, fraction, phrase):
+    path = write_npz(own_npz(files), n_per_class=10, n_classes=2)
+    expect(DataError, lambda: run_train(npz_config(files, test_fraction=fraction), "cnn", files.out / "m"), path,
+           phrase, "expected at least one image of each of the 2 classes in each split (a test_fraction in [0.1, 0.9]")
+    assert files.wrote_nothing()
+
+
+def test_smallest_input_of_an_architecture():
+    """Found by running the registry's networks: small_cnn's max-pool needs 2x2, the ResNets run on 1x1."""
+    assert min_input_size("small_cnn", {"channels": [4, 8], "hidden": 16}, 1) == 2
+    assert min_input_size("preact_resnet", {"depth": 8, "width": 4}, 3) == 1
+    assert input_size_problem("small_cnn", {"channels": [4, 8], "hidden": 16}, 1, 1) == 2
+    assert input_size_problem("small_cnn", {"channels": [4, 8], "hidden": 16}, 1, 2) is None
 
 
 def test_npz_whose_pickle_would_run_code_never_runs_it(files, tmp_path):
@@ -505,6 +703,23 @@ def test_image_folder_with_an_unreadable_image(files, tmp_path):
     cfg = {"source": "imagefolder", "path": str(folder), "image_size": 8, "test_fraction": 0.5}
     expect(DataError, lambda: load_split(cfg, "train", tmp_path, 0), bad, "not a readable image",
            "expected an image file PIL can decode")
+
+
+def test_image_folder_with_a_text_file_as_image(files, tmp_path):
+    folder = _image_folder(tmp_path / "imgs")
+    bad = folder / "cat" / "1.png"
+    bad.write_text("not an image\n")
+    cfg = {"source": "imagefolder", "path": str(folder), "image_size": 8, "test_fraction": 0.5}
+    expect(DataError, lambda: load_split(cfg, "test", tmp_path, 0), bad, "not a readable image",
+           "expected an image file PIL can decode")
+
+
+def test_image_folder_of_one_class(tmp_path):
+    folder = _image_folder(tmp_path / "imgs")
+    shutil.rmtree(folder / "dog")
+    cfg = {"source": "imagefolder", "path": str(folder), "image_size": 8, "test_fraction": 0.5}
+    expect(DataError, lambda: load_split(cfg, "train", tmp_path, 0), f"image folder {folder}: 1 class(es) ['cat']",
+           "expected at least 2 classes")
 
 
 def test_image_folder_without_class_folders(tmp_path):

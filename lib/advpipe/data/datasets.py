@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 from .splits import Split, stratified_split
+from advpipe.errors import InputError
 
 SOURCES = ("digits", "mnist", "cifar10", "cifar100", "imagefolder", "npz")
 SPLITS = ("train", "test")
 
 
-class DataError(ValueError):
+class DataError(InputError, ValueError):
     """A dataset file is unreadable or holds values a model cannot take; the message names the file."""
 
 
@@ -76,6 +77,8 @@ def load_split(cfg: dict[str, Any], split: str, data_root: str | Path, seed: int
         images, labels, classes, name = _read_torchvision(source, cfg, split == "train", Path(data_root))
         return _to_split(images, labels, np.arange(len(labels), dtype=np.int64), classes, name)
     images, labels, classes, name, scale = _read_unsplit(cfg, Path(data_root))
+    _check_classes(classes, name)
+    _check_split_sizes(len(labels), len(classes), cfg.get("test_fraction", 0.3), name)
     try:
         train, test = stratified_split(labels.numpy(), cfg.get("test_fraction", 0.3), seed)
     except ValueError as err:  # scikit-learn: a class too small for the held-out share
@@ -116,9 +119,32 @@ def _check(cfg: dict[str, Any], split: str) -> str:
     return source
 
 
+def _check_classes(classes: list[str], name: str) -> None:
+    if len(classes) < 2:
+        raise DataError(f"{name}: {len(classes)} class(es) {list(classes)}; expected at least 2 classes "
+                        "(a classifier tells classes apart)")
+
+
+def _check_split_sizes(n: int, k: int, test_fraction: float, name: str) -> None:
+    """DataError unless a stratified split at `test_fraction` leaves each of the k classes a place in both splits
+    (scikit-learn's rule: ceil(test_fraction * n) test images, the rest for training, each at least k)."""
+    if not 0 < test_fraction < 1:
+        return  # the schema's range; stratified_split names it
+    n_test = int(np.ceil(test_fraction * n))
+    n_train = n - n_test
+    if n_test < k or n_train < k:
+        empty = "an empty split: " if min(n_test, n_train) == 0 else ""
+        raise DataError(f"{name}: test_fraction {test_fraction:g} of {n} images leaves {empty}{n_train} for training "
+                        f"and {n_test} for test; expected at least one image of each of the {k} classes in each split "
+                        f"(a test_fraction in [{k / n:.3g}, {1 - k / n:.3g}], or more images)")
+
+
 def _to_split(images: torch.Tensor, labels: torch.Tensor, index: np.ndarray, classes: list[str], name: str,
               scale: int = 255) -> Split:
     """(N, C, H, W) images on the 0..scale scale -> validated Split with float32 pixels in [0, 1]."""
+    _check_classes(classes, name)
+    if len(labels) == 0:
+        raise DataError(f"{name}: the split holds no images; expected at least one image of each class")
     x = images.to(torch.float32)
     if scale != 1:
         x = x.div(scale)  # the same arithmetic as torchvision's ToTensor
@@ -198,6 +224,15 @@ def _read_npz(path: str, mtime_ns: int, size: int) -> tuple[torch.Tensor, torch.
     """Arrays `x` (N, C, H, W) or (N, H, W), uint8 or float in [0, 1], and `y` (N,) integer labels from an .npz
     file; an optional `classes` array names the classes (default: "0".."K-1")."""
     expected = "expected an .npz file (numpy.savez) with arrays x (N, C, H, W) and y (N,)"
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        raise DataError(f"{path}: empty file (0 bytes); {expected}")
+    if head.startswith(b"\x93NUMPY"):  # np.load would return that one array
+        raise DataError(f"{path}: a single .npy array (numpy.save), not an .npz archive; {expected}")
+    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # an .npz is a zip archive of .npy files
+        raise DataError(f"{path}: not an .npz file (it starts with {head!r}, not the zip archive numpy.savez "
+                        f"writes); {expected}")
     try:
         with np.load(path, allow_pickle=False) as data:
             if not {"x", "y"} <= set(data.files):
@@ -225,13 +260,28 @@ def _read_npz(path: str, mtime_ns: int, size: int) -> tuple[torch.Tensor, torch.
         raise DataError(f"{path}: array y has shape {y.shape}; expected ({len(x)},), one label per image of x")
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{path}: array y has dtype {y.dtype}; expected integer class labels")
-    if len(y) and y.min() < 0:
-        raise DataError(f"{path}: array y holds negative labels; expected class indices 0..K-1")
-    k = int(y.max()) + 1 if len(y) else 0
+    if len(x) == 0:
+        raise DataError(f"{path}: holds no images (array x has shape {x.shape}); expected images of at least 2 "
+                        "classes, 2 or more per class")
+    if y.min() < 0:
+        raise DataError(f"{path}: array y holds negative labels ([{y.min()}, {y.max()}]); expected class indices "
+                        "0..K-1")
+    k = int(y.max()) + 1
+    if names is not None and (names.ndim != 1 or len(names) < k):
+        what = f"has shape {names.shape}" if names.ndim != 1 else f"names {len(names)} classes"
+        raise DataError(f"{path}: array classes {what} but y holds labels 0..{k - 1} ({k} classes); expected one "
+                        f"name per class, {k} names")
+    if names is not None and len(names) > k:
+        extra = ", ".join(f"{c} ({str(names[c])!r})" for c in range(k, min(len(names), k + 10)))
+        raise DataError(f"{path}: array classes names {len(names)} classes but y holds labels 0..{k - 1} only: "
+                        f"class(es) {extra}{' ...' if len(names) > k + 10 else ''} have no image; expected one "
+                        f"name per class of y ({k} names), and images of every named class")
     classes = [str(c) for c in names] if names is not None else [str(c) for c in range(k)]
-    if len(classes) < k:
-        raise DataError(f"{path}: array classes names {len(classes)} classes but y holds labels up to {k - 1}; "
-                        "expected a name for every label")
+    absent = np.setdiff1d(np.arange(k), y)
+    if len(absent):
+        shown = ", ".join(f"{c} ({classes[c]!r})" if names is not None else str(c) for c in absent[:10])
+        raise DataError(f"{path}: class(es) {shown}{' ...' if len(absent) > 10 else ''} of 0..{k - 1} have no image "
+                        f"in y; expected every class 0..{k - 1} to have images (labels numbered without gaps)")
     return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)), classes, path, \
         (255 if x.dtype == np.uint8 else 1)
 

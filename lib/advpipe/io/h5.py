@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -13,10 +14,12 @@ import numpy as np
 
 from advpipe import __version__
 from advpipe.io.atomic import atomic_path
+from advpipe.errors import InputError
 
 
-class DumpError(RuntimeError):
-    """A dump is missing, unreadable or lacks a dataset; the message names the file."""
+class DumpError(InputError, RuntimeError):
+    """A dump is missing or unreadable, lacks a dataset or holds one of the wrong shape, kind or range; the message
+    names the file (and the dataset)."""
 
 
 def _git_commit() -> str:
@@ -73,24 +76,132 @@ def _open(path: str | os.PathLike) -> h5py.File:
                         "HDF5 dump (delete it and rerun the rule that makes it)") from err
 
 
-def read_dump(path: str | os.PathLike, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class Layout:
+    """What a dataset of a dump holds: its shape, one entry per axis (an int: that size; a letter: a size shared by
+    every dataset read together, given or learnt from the first one read: N samples, C classes, D features, K eps
+    values, P projection axes; None: any size), the kind of its values ("int", "bool" or "num") and whether they
+    are class indices (0..C-1)."""
+
+    shape: tuple[int | str | None, ...]
+    kind: str = "num"
+    classes: bool = False
+
+
+# Every dataset name advpipe's readers read, as advpipe's stages write it (DESIGN.md, Dump). Readers check what
+# they read against this table (read_dump), so a damaged or foreign dump is refused where it is read, naming the
+# file and the dataset, never deep inside a projection, a score or a figure.
+LAYOUTS: dict[str, Layout] = {
+    "index": Layout(("N",), "int"),
+    "label": Layout(("N",), "int", classes=True),
+    "pred": Layout(("N",), "int", classes=True),
+    "correct": Layout(("N",), "bool"),
+    "clean_correct": Layout(("N",), "bool"),
+    "success": Layout(("N",), "bool"),
+    "features": Layout(("N", "D")),
+    "logits": Layout(("N", "C")),
+    "proba": Layout(("N", "C")),
+    "success_eps": Layout(("N", "K"), "bool"),
+    "pred_eps": Layout(("N", "K"), "int", classes=True),
+    "distance": Layout(("N",)),
+    "x_adv": Layout(("N", None, None, None)),
+    "clean": Layout(("N", "P")),  # projections: 2-D points (P = 2) of the clean and the adversarial rows
+    "adv": Layout(("N", "P")),
+}
+
+_DIM_NAMES = {"N": "samples", "C": "classes", "D": "features", "K": "eps values", "P": "projection axes"}
+_KIND_WORDS = {"int": "integers", "bool": "booleans (or 0/1)", "num": "numbers"}
+
+
+def _shape_text(layout: Layout, dims: Mapping[str, int]) -> str:
+    axes = [str(dims.get(a, a)) if isinstance(a, str) else ("*" if a is None else str(a)) for a in layout.shape]
+    return f"({axes[0]},)" if len(axes) == 1 else f"({', '.join(axes)})"
+
+
+def _dims_text(layout: Layout, dims: Mapping[str, int]) -> str:
+    letters = [a for a in layout.shape if isinstance(a, str) and a not in dims]
+    return f" ({', '.join(f'{a} {_DIM_NAMES[a]}' for a in letters)})" if letters else ""
+
+
+def _class_count(f: h5py.File, dims: dict[str, int], sources: dict[str, str]) -> None:
+    """C from the width of the dump's logits or proba (their shape only, nothing read) unless given."""
+    if "C" in dims:
+        return
+    for key in ("logits", "proba"):
+        if key in f and len(f[key].shape) == 2:
+            dims["C"] = int(f[key].shape[1])
+            sources["C"] = f"the width of dataset {key!r}"
+            return
+
+
+def _check_layout(path, arrays: Mapping[str, np.ndarray], dims: dict[str, int], sources: dict[str, str]) -> None:
+    """DumpError unless each array with a known name has its layout (LAYOUTS), naming the file and the dataset."""
+    known = {k: LAYOUTS[k] for k in arrays if k in LAYOUTS}
+    for key, layout in known.items():  # the number of axes first: a 1-D features is not "misaligned"
+        value = arrays[key]
+        if value.ndim != len(layout.shape):
+            raise DumpError(f"{path}: dataset {key!r} has shape {value.shape}; expected shape "
+                            f"{_shape_text(layout, dims)}{_dims_text(layout, dims)}")
+    lengths = {k: v.shape[0] for k, v in arrays.items() if np.ndim(v) > 0}
+    if len(set(lengths.values())) > 1:
+        raise DumpError(f"{path}: datasets differ in length {lengths}; expected one row per sample in each")
+    for key, layout in known.items():
+        value = arrays[key]
+        for axis, size in zip(layout.shape, value.shape):
+            if isinstance(axis, str):
+                if axis not in dims:
+                    dims[axis], sources[axis] = int(size), f"dataset {key!r}"
+                    continue
+                want = dims[axis]
+            else:
+                want = axis
+            if want is not None and size != want:
+                given = (f" ({_DIM_NAMES[axis]}: {want}, from {sources[axis]})"
+                         if isinstance(axis, str) and axis in sources else "")
+                raise DumpError(f"{path}: dataset {key!r} has shape {value.shape}; expected shape "
+                                f"{_shape_text(layout, dims)}{given}")
+        kind = value.dtype.kind
+        ok = {"int": kind in "iu", "bool": kind == "b" or (kind in "iu" and np.isin(value, (0, 1)).all()),
+              "num": kind in "biuf"}[layout.kind]
+        if not ok:
+            raise DumpError(f"{path}: dataset {key!r} holds {value.dtype} values; expected {_KIND_WORDS[layout.kind]}")
+        if layout.classes and value.size:
+            lo, hi = int(value.min()), int(value.max())
+            top = dims.get("C")
+            if lo < 0 or (top is not None and hi >= top):
+                accepted = (f"class indices 0..{top - 1} ({top} classes: {sources.get('C', 'given')})"
+                            if top is not None else "class indices >= 0")
+                raise DumpError(f"{path}: dataset {key!r} holds values in [{lo}, {hi}]; expected {accepted}")
+
+
+def read_dump(path: str | os.PathLike, keys: Iterable[str] | None = None, *, num_classes: int | None = None,
+              dims: Mapping[str, int | tuple[int, str]] | None = None,
+              classes_from: str = "") -> dict[str, np.ndarray]:
     """Read the named datasets (all when `keys` is None) of an HDF5 dump into numpy arrays.
 
-    Every dataset read must have one row per sample (the same first dimension), as write_dump wrote it.
+    Every dataset read must have one row per sample (the same first dimension), as write_dump wrote it, and each
+    one named in LAYOUTS its shape, kind and range there: class indices in 0..C-1, with C = `num_classes` (say
+    where it comes from in `classes_from`, e.g. "model.json") or else the width of the dump's logits. `dims` fixes
+    other sizes, each an int or (int, where it comes from), e.g. {"P": (2, "2-D figures")}. A dump that breaks
+    any of it is a DumpError naming the file, the dataset and the expected shape or range.
     """
+    known, sources = {}, {}
+    for k, v in (dims or {}).items():  # a size, or (size, where it comes from)
+        known[k], sources[k] = (int(v[0]), str(v[1])) if isinstance(v, tuple) else (int(v), "the reading stage")
+    if num_classes is not None:
+        known["C"], sources["C"] = int(num_classes), classes_from or "the model"
     with _open(path) as f:
         names = list(f.keys()) if keys is None else list(keys)
         missing = [k for k in names if k not in f]
         if missing:
             raise DumpError(f"{path}: missing dataset(s) {missing}; expected {names} (has {sorted(f.keys())})")
         try:
-            arrays = {k: f[k][()] for k in names}
+            arrays = {k: np.asarray(f[k][()]) for k in names}
         except (OSError, RuntimeError, ValueError, TypeError, AttributeError) as err:
             raise DumpError(f"{path}: cannot read data (truncated or corrupt? {err}); expected a complete "
                             "HDF5 dump (delete it and rerun the rule that makes it)") from err
-    lengths = {k: v.shape[0] for k, v in arrays.items() if np.ndim(v) > 0}
-    if len(set(lengths.values())) > 1:
-        raise DumpError(f"{path}: datasets differ in length {lengths}; expected one row per sample in each")
+        _class_count(f, known, sources)
+    _check_layout(path, arrays, known, sources)
     return arrays
 
 

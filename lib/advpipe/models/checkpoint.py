@@ -6,7 +6,6 @@ import json
 import os
 import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -15,9 +14,10 @@ import torch
 from advpipe.io.atomic import atomic_path
 from advpipe.models.base import Classifier
 from advpipe.models.registry import build_model
+from advpipe.errors import InputError
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError, RuntimeError):
     """A model folder is missing a file, or a file is truncated, corrupt or unsafe; names the file."""
 
 
@@ -102,18 +102,16 @@ def load_trained(model_dir: str | os.PathLike, device: str | torch.device = "cpu
     expected = f"expected a state_dict of plain tensors for {spec['arch']!r}, as save_trained writes"
     if not path.is_file():
         raise CheckpointError(f"{path}: file does not exist; {expected}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # torch's message suggests weights_only=False, i.e. running the code; keep only what it refused.
-        refused = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: was not an allowed global|\.?\n|$)", str(err))
-        raise CheckpointError(f"{path}: refused to load ({refused.group(1) if refused else str(err).splitlines()[0]}): "
-                              f"it holds more than plain tensors and loading it would run pickled code; "
-                              f"{expected}") from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({err}); {expected}") from err
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: holds a {type(state).__name__}; {expected}")
+    state = _read_state(path, expected)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        what = type(state).__name__ if not isinstance(state, dict) else "dict holding values other than tensors"
+        raise CheckpointError(f"{path}: holds a {what}; {expected}")
+    disagreement = _disagreement(spec, model.state_dict(), state)
+    if disagreement:
+        raise CheckpointError(f"{Path(model_dir) / 'model.json'} and {path} disagree (model.pt does not match the "
+                              f"network model.json describes): {disagreement}; expected the "
+                              "model.json written with that model.pt (a model.pt copied from another model? "
+                              "retrain it, or restore its own model.json)")
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as err:
@@ -123,3 +121,74 @@ def load_trained(model_dir: str | os.PathLike, device: str | torch.device = "cpu
             raise CheckpointError(f"{path}: tensor {name!r} holds NaN or Inf; expected finite weights "
                                   "(did training diverge? see train_log.csv)")
     return model.to(device).eval()
+
+
+# torch's weights-only unpickler names what it refused after this; the rest of its message advises loading the file
+# with weights_only=False or allowlisting the global, i.e. running the file's code: never passed on.
+_REFUSED = re.compile(r"WeightsUnpickler error: ([^\n]*?)(?: was not an allowed global|\.?\n|$)")
+_DETAIL = re.compile(r"WeightsUnpickler error:\s*(.*?)\s*(?:\n\nCheck the documentation|$)", re.S)
+_ZIP = b"PK\x03\x04"
+
+
+def _read_state(path: Path, expected: str) -> Any:
+    """torch.load(path) with weights_only=True; CheckpointError naming the file and the cause: a file whose pickle
+    references code (refused: loading it would run that code) or one that is empty, truncated or not a checkpoint."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise CheckpointError(f"{path}: empty file (0 bytes), a truncated or corrupt checkpoint; {expected}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        if "Unsupported global" in text or "was not an allowed global" in text:
+            refused = _REFUSED.search(text)
+            raise CheckpointError(f"{path}: refused to load ({refused.group(1) if refused else 'a global'}): it "
+                                  "holds more than plain tensors and loading it would run pickled code; "
+                                  f"{expected}") from None  # torch's text (advice to run the code) not chained
+        detail = _DETAIL.search(text)
+        cause = detail.group(1).splitlines()[0] if detail and detail.group(1) else type(err).__name__
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint, not a file torch.save writes ({cause}; "
+                              f"it starts with {head!r}); {expected}") from None
+    except Exception as err:  # noqa: BLE001 - whatever torch's readers raise on bytes that are no checkpoint
+        kind = "a zip archive torch cannot read" if head.startswith(_ZIP) else f"it starts with {head!r}"
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(err).__name__}: {err}; {kind}); "
+                              f"{expected}") from err
+
+
+def _shape(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def _disagreement(spec: Mapping[str, Any], built: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> str:
+    """'' when `state` (model.pt) fits the network model.json (`spec`) describes (`built`: its state_dict); else the
+    field of model.json that disagrees with model.pt and the evidence, e.g. num_classes against the final layer."""
+    def differs(key: str) -> bool:
+        return key in built and key in state and _shape(built[key]) != _shape(state[key])
+
+    arch = f"arch {spec['arch']!r} with arch_args {dict(spec.get('arch_args', {}))}"
+    missing = [k for k in built if k not in state]
+    unexpected = [k for k in state if k not in built]
+    if missing or unexpected:
+        parts = ([f"{len(missing)} tensor(s) it needs are not in model.pt (e.g. {missing[:3]})"] if missing else []) + \
+            ([f"model.pt holds {len(unexpected)} tensor(s) it does not have (e.g. {unexpected[:3]})"]
+             if unexpected else [])
+        return f"{arch} in model.json: {'; '.join(parts)}"
+    # Which field: the class count shows in the final layer (or a label model's label buffer), the input channels
+    # in the normalisation buffers every Classifier carries; other shapes follow arch_args and image_size.
+    for key in ("labels", "head.weight"):
+        if differs(key) and state[key].ndim and built[key].shape[0] != state[key].shape[0]:
+            return (f"num_classes {spec['num_classes']} in model.json vs {state[key].shape[0]} outputs in model.pt's "
+                    f"final layer ({key} of shape {_shape(state[key])})" if key == "head.weight" else
+                    f"num_classes {spec['num_classes']} in model.json vs {state[key].shape[0]} labels in model.pt's "
+                    f"{key} buffer of shape {_shape(state[key])}")
+    if differs("mean") and state["mean"].ndim == 4:  # (1, C, 1, 1)
+        return (f"in_channels {spec['in_channels']} in model.json vs {state['mean'].shape[1]} channel(s) in model.pt "
+                f"(its normalisation buffer 'mean' has shape {_shape(state['mean'])})")
+    shapes = [k for k in built if differs(k)]
+    if shapes:
+        shown = ", ".join(f"{k} {_shape(state[k])} in model.pt vs {_shape(built[k])} from model.json"
+                          for k in shapes[:3])
+        return (f"{arch}, image_size {spec['image_size']} in model.json give other layer shapes than model.pt's: "
+                f"{shown}" + (f" (and {len(shapes) - 3} more)" if len(shapes) > 3 else ""))
+    return ""

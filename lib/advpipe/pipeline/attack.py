@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 
 from advpipe.attacks import ATTACKS, build_attack
+from advpipe.attacks.budget import budget_problems, space_widths
 from advpipe.attacks.norms import perturbation_norms
 from advpipe.config import ConfigError
 from advpipe.data import Split, load_split
@@ -52,6 +53,19 @@ def configured_attack(attack_name: str, attack_cfg: Mapping[str, Any], seed: int
         raise ConfigError(f"config key 'attacks.{attack_name}': {err}") from err
 
 
+def check_budget(attack_name: str, attack: Mapping[str, Any], net: torch.nn.Module, shape: tuple[int, ...],
+                 dataset_name: str) -> None:
+    """ConfigError when the data shows what check-config could not: a budget these inputs cannot hold (an npz
+    dataset's shape, the statistics of a model normalised by its dataset; advpipe.attacks.budget)."""
+    channels, pixels = shape[0], int(np.prod(shape[1:]))
+    std = getattr(net, "std", None)
+    normalize = {"std": std.flatten().tolist()} if std is not None else "none"
+    widths = space_widths(attack.get("space", "pixels"), normalize, channels)
+    for key, problem in budget_problems(attack, widths, pixels):
+        raise ConfigError(f"config key 'attacks.{attack_name}.{key}': {problem} (on dataset {dataset_name!r}, "
+                          f"images {'x'.join(map(str, shape))})")
+
+
 def attacked_images(split: Split, attack_cfg: Mapping[str, Any], clean: Mapping[str, np.ndarray] | None,
                     seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(positions in the test split, clean correctness) of the images attacked: the correctly classified ones
@@ -86,7 +100,8 @@ def run(*, model_name: str, model: Mapping[str, Any], dataset: Mapping[str, Any]
     check_fits_data(model_dir, tuple(split.x.shape[1:]), split.classes, model["dataset"])
     clean = None
     if attack.get("images", "correct") == "correct":
-        clean = read_dump(clean_h5, ["index", "label", "pred", "correct"])
+        clean = read_dump(clean_h5, ["index", "label", "pred", "correct"], num_classes=len(split.classes),
+                          classes_from=f"dataset {model['dataset']!r}")
         if not np.array_equal(clean["index"], split.index):
             raise DumpError(f"{clean_h5}: dataset 'index' ({len(clean['index'])} rows) does not match the test split "
                             f"of {model['dataset']!r} ({len(split.index)} images); expected the representation "
@@ -94,6 +109,7 @@ def run(*, model_name: str, model: Mapping[str, Any], dataset: Mapping[str, Any]
     keep, clean_correct = attacked_images(split, attack, clean, seed)
     x, label = split.x[keep], split.y[keep]
     net = load_trained(model_dir, device)
+    check_budget(attack_name, attack, net, tuple(split.x.shape[1:]), model["dataset"])
     bs = attack["batch_size"]
     if clean_correct is None:
         with torch.no_grad():

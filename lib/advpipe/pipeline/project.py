@@ -10,9 +10,11 @@ from advpipe.io.h5 import DumpError, provenance, read_dump, require_finite, writ
 from advpipe.projections import project_many
 
 
-def correct_clean(clean_h5: str, keys=("features",)) -> dict:
-    """The correctly classified rows of a representation dump (the images every attack starts from)."""
-    clean = read_dump(clean_h5, ["index", "correct", "label", *keys])
+def correct_clean(clean_h5: str, keys=("features",), num_classes: int | None = None, classes_from: str = "") -> dict:
+    """The correctly classified rows of a representation dump (the images every attack starts from); labels are
+    checked to be class indices (of `num_classes` when given, else of the dump's logits)."""
+    clean = read_dump(clean_h5, ["index", "correct", "label", *keys], num_classes=num_classes,
+                      classes_from=classes_from)
     keep = np.flatnonzero(clean["correct"])
     if len(keep) == 0:
         raise DumpError(f"{clean_h5}: the model classifies no test image correctly, so nothing was attacked; "
@@ -20,9 +22,10 @@ def correct_clean(clean_h5: str, keys=("features",)) -> dict:
     return {k: v[keep] for k, v in clean.items()}
 
 
-def aligned_adversarial(attack_h5: str, clean: dict, clean_h5: str, keys=("features",)) -> dict:
+def aligned_adversarial(attack_h5: str, clean: dict, clean_h5: str, keys=("features",), num_classes: int | None = None,
+                        classes_from: str = "") -> dict:
     """The rows of an attack dump, checked to be aligned on `index` with `clean` (read from clean_h5)."""
-    adv = read_dump(attack_h5, ["index", "pred", "label", *keys])
+    adv = read_dump(attack_h5, ["index", "pred", "label", *keys], num_classes=num_classes, classes_from=classes_from)
     if not np.array_equal(clean["index"], adv["index"]):
         foreign = np.setdiff1d(adv["index"], clean["index"])
         raise DumpError(f"{attack_h5}: dataset 'index' ({len(adv['index'])} rows, {len(foreign)} of them not among "
@@ -32,10 +35,21 @@ def aligned_adversarial(attack_h5: str, clean: dict, clean_h5: str, keys=("featu
     return adv
 
 
-def clean_and_adversarial(clean_h5: str, attack_h5: str, keys=("features",)) -> tuple[dict, dict]:
+def clean_and_adversarial(clean_h5: str, attack_h5: str, keys=("features",), num_classes: int | None = None,
+                          classes_from: str = "") -> tuple[dict, dict]:
     """The correctly classified clean rows and the attack rows, checked to be aligned on `index`."""
-    clean = correct_clean(clean_h5, keys)
-    return clean, aligned_adversarial(attack_h5, clean, clean_h5, keys)
+    clean = correct_clean(clean_h5, keys, num_classes, classes_from)
+    return clean, aligned_adversarial(attack_h5, clean, clean_h5, keys, num_classes, classes_from)
+
+
+def read_projection(path: str, clean: dict, attack_h5: str, dims=None) -> dict:
+    """A projection dump (index, clean, adv: (N, P) points), checked to hold the rows of `clean` (the correctly
+    classified rows of the representation dump, those attack_h5 attacked) in order."""
+    z = read_dump(path, ["index", "clean", "adv"], dims=dims)
+    if not np.array_equal(z["index"], clean["index"]):
+        raise DumpError(f"{path}: dataset 'index' does not match {attack_h5}; expected the rows of "
+                        "that attack dump (stale projection? delete it and rerun)")
+    return z
 
 
 def run(*, model_name: str, model: Mapping[str, Any], attacks: Mapping[str, Mapping[str, Any]], projection: str,

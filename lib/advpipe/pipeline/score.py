@@ -3,14 +3,12 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from advpipe.io.h5 import DumpError, read_dump
 from advpipe.io.tables import write_csv
 from advpipe.metrics.pop import pop_score, score_stats
-from advpipe.pipeline.project import aligned_adversarial, correct_clean
+from advpipe.pipeline.project import aligned_adversarial, correct_clean, read_projection
 
 
 def score_table(entries: Iterable[Mapping[str, str]]) -> pd.DataFrame:
@@ -30,10 +28,7 @@ def score_table(entries: Iterable[Mapping[str, str]]) -> pd.DataFrame:
         if key not in advs:
             advs[key] = aligned_adversarial(e["attack_path"], clean, e["clean"], keys=())
         adv = advs[key]
-        z = read_dump(e["path"], ["index", "clean", "adv"])
-        if not np.array_equal(z["index"], clean["index"]):
-            raise DumpError(f"{e['path']}: dataset 'index' does not match {e['attack_path']}; expected the rows of "
-                            "that attack dump (stale projection? delete it and rerun)")
+        z = read_projection(e["path"], clean, e["attack_path"])
         value = pop_score(z["clean"], clean["label"], z["adv"], adv["pred"])
         rows.append({"model": e["model"], "attack": e["attack"], "projection": e["projection"],
                      "trial": int(e["trial"]), "metric": "pop", "value": value})

@@ -16,6 +16,7 @@ from advpipe.io.tables import write_csv
 from advpipe.models import save_trained
 from advpipe.labels import load_label_file
 from advpipe.models.checkpoint import build_from_spec
+from advpipe.models.input_size import check_input_size
 from advpipe.pipeline.specs import train_stream
 from advpipe.train.validation import BestCheckpoint, LabelObjective, evaluate
 from advpipe.runtime import derive_seed, seed_everything, select_device
@@ -40,6 +41,14 @@ def model_spec(model_cfg: Mapping[str, Any], dataset_cfg: Mapping[str, Any], dat
     }
 
 
+def dataset_file(dataset_cfg: Mapping[str, Any], data_root: str) -> str:
+    """Where a dataset's images come from, for messages: its file or folder, else its source under data_root."""
+    if "path" in dataset_cfg:
+        path = Path(dataset_cfg["path"])
+        return str(path if path.is_absolute() else Path(data_root) / path)
+    return f"{dataset_cfg.get('source')}" + ("" if dataset_cfg.get("source") == "digits" else f" under {data_root}")
+
+
 def run(*, model_name: str, model: Mapping[str, Any], dataset: Mapping[str, Any], seed: int,
         out_dir: str | os.PathLike, label_path: str | os.PathLike | None = None, data_root: str = "data",
         device: str = "auto", state_path: str | os.PathLike | None = None, log=print) -> dict:
@@ -62,6 +71,9 @@ def run(*, model_name: str, model: Mapping[str, Any], dataset: Mapping[str, Any]
         kind = model["label"]["kind"]
         labels = torch.from_numpy(np.asarray(load_label_file(label_path, spec["num_classes"]), dtype=np.float32))
         spec["label"] = {"name": model["label"]["name"], "kind": kind, "shape": list(labels.shape[1:])}
+    # Images too small for the network fail here, naming the dataset, rather than deep inside its first forward
+    # pass (one zero image through a copy built aside, which leaves the global RNG as it was).
+    check_input_size(spec, model["dataset"], where=dataset_file(dataset, data_root))
     net = build_from_spec(spec)  # first draw from the seeded global RNG: the initial weights
     if labels is not None and kind != "category":
         net.labels.copy_(labels)
