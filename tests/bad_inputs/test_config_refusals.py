@@ -164,6 +164,10 @@ CASES = [
         ("'attacks.fgsm.clamp': got [1]", "box, per_image, none, or a range [lo, hi]")),
     Bad("space-inverted-range", "schema", put(f"{FGSM}.space", [1, -1]),
         ("'attacks.fgsm.space': got [1, -1]; expected a range [lo, hi] with lo < hi",)),
+    Bad("clamp-inverted-range", "schema", put(f"{FGSM}.clamp", [0.9, 0.1]),
+        ("'attacks.fgsm.clamp': got [0.9, 0.1]; expected a range [lo, hi] with lo < hi",)),
+    Bad("negative-eps", "schema", put(f"{FGSM}.eps", -0.1),
+        ("config key 'attacks.fgsm.eps': got -0.1", "a number >= 0 or a fraction such as 3/255")),
     Bad("unknown-key", "schema", put(f"{TRAIN}.epoch", 3),
         ("config key 'models.cnn.train.epoch': unknown key; expected one of", "'epochs'")),
     Bad("projection-unknown", "schema", put("vrapi.projections", ["pca", "isomap"]),
@@ -228,3 +232,27 @@ def test_snakemake_refuses_before_any_job(case, good_run, tmp_path):
     assert "Building DAG" not in text and "Job stats" not in text, text  # refused before the DAG: no job
     assert sorted(p for p in (workdir / "logs").rglob("*")) == logs
     assert digests(workdir) == before
+
+
+def test_debug_shows_the_traceback(good_run, tmp_path, monkeypatch, capsys):
+    """One line by default; --debug or ADVPIPE_DEBUG=1 add the traceback (same status)."""
+    workdir, _ = good_run
+    path = CASES[0].write(tmp_path)
+    monkeypatch.chdir(workdir)
+    for argv, env in ((["--debug", "check-config", str(path)], None), (["check-config", str(path)], "1")):
+        if env:
+            monkeypatch.setenv("ADVPIPE_DEBUG", env)
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("Traceback") and "ConfigError" in err and CASES[0].words[0] in err, err
+
+
+def test_an_internal_error_is_not_blamed_on_the_input(monkeypatch, capsys):
+    def broken(_path):
+        raise KeyError("no such thing")
+
+    monkeypatch.setattr("advpipe.config.load", broken)
+    assert cli.main(["check-config", str(TINY)]) == 1
+    err = capsys.readouterr().err
+    assert err == ("error: internal error in advpipe, not in your input: KeyError: 'no such thing' "
+                   "(set ADVPIPE_DEBUG=1 for the traceback)\n")
