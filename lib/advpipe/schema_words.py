@@ -95,14 +95,9 @@ def explain(error: jsonschema.ValidationError, root: Mapping[str, Any]) -> str:
         return f"{error.message}; add it"
     if kind == "uniqueItems":
         return f"got {_given(error.instance)}: an entry is given twice; expected each entry once"
-    if kind == "minProperties":
-        return f"got {_given(error.instance)}; expected at least {error.validator_value} entry"
-    if kind == "minItems":
-        return f"got {_given(error.instance)}; expected at least {error.validator_value} item(s)"
-    if kind == "maxItems":
-        return f"got {_given(error.instance)}; expected at most {error.validator_value} item(s)"
-    if kind == "minLength":
-        return f"got {_given(error.instance)}; expected {accepted(error.schema, root)}"
+    counts = {"minProperties": "at least {} entry", "minItems": "at least {} item(s)", "maxItems": "at most {} item(s)"}
+    if kind in counts:
+        return f"got {_given(error.instance)}; expected {counts[kind].format(error.validator_value)}"
     return f"got {_given(error.instance)}; expected {accepted(error.schema, root)}"
 
 
