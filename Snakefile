@@ -33,6 +33,7 @@ include: "rules/plot.smk"
 include: "rules/explanations.smk"
 include: "rules/labels.smk"
 include: "rules/robustness.smk"
+include: "rules/lesci.smk"
 
 
 localrules:
@@ -40,6 +41,7 @@ localrules:
     vrapi,
     explanations,
     labels,
+    lesci,
 
 
 rule all:
@@ -61,3 +63,8 @@ rule explanations:
 rule labels:
     input:
         labels_targets(),
+
+
+rule lesci:
+    input:
+        lesci_targets(),

@@ -1,4 +1,6 @@
 # Wildcard constraints, target lists and input functions derived from the validated config.
+import re
+
 import advpipe.config
 from advpipe.labels.study import attack_level, label_attack_name, label_kinds, label_model_name
 from advpipe.pipeline.specs import attack_job, canonical, model_job
@@ -9,6 +11,7 @@ VRAPI = config["vrapi"]
 EXPLANATIONS = config["explanations"]
 LABELS = config["labels"]
 ROBUSTNESS = config["robustness"]
+LESCI = config["lesci"]
 LABEL_KINDS = label_kinds(LABELS) if LABELS["enabled"] else {}
 
 
@@ -20,6 +23,17 @@ wildcard_constraints:
     trial=r"\d+",
     label=r"[A-Za-z][A-Za-z0-9_.=-]*",
     level=r"[0-9]+(\.[0-9]+)?",
+
+
+def _names(names):
+    """A wildcard regex matching exactly these model names (none: a regex that matches nothing)."""
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) or "(?!x)x"
+
+
+# Trained here, or built from another model (a defense): two rules write results/models/<model>, never both.
+DEFENDED = {m: e["defense"]["lesci"] for m, e in config["models"].items() if "defense" in e}
+DEFENDED_MODELS = _names(DEFENDED)
+TRAINED_MODELS = _names(m for m, e in config["models"].items() if "defense" not in e and "checkpoint" not in e)
 
 
 def model_dir(model):
@@ -123,7 +137,65 @@ def all_targets():
     # Every hand-written model is represented; a study's generated models (labels) only where a study asks.
     targets = [f"{R}/representations/{m}/{s}.h5" for m, entry in config["models"].items() if "label" not in entry
                for s in config["represent"]["splits"]]
-    return targets + vrapi_targets() + explanations_targets() + labels_targets() + robustness_targets()
+    return (targets + vrapi_targets() + explanations_targets() + labels_targets() + robustness_targets()
+            + lesci_targets())
+
+
+def lesci_targets():
+    """Each defended model's test metrics; the grid search of those the study names."""
+    if not LESCI["enabled"]:
+        return []
+    targets = [f"{R}/lesci/{m}/test_metrics.csv" for m in DEFENDED]
+    for m in LESCI["grid"]["models"]:
+        targets += [f"{R}/lesci/{m}/grid.csv", f"{R}/lesci/{m}/chosen.json", f"{R}/figures/lesci/{m}/grid.pdf",
+                    f"{R}/figures/lesci/{m}/grid.png"]
+    return targets
+
+
+def lesci_activations(base, layer):
+    return f"{R}/lesci/activations/{base}/{layer}.h5"
+
+
+def get_lesci_export_params(wildcards):
+    return canonical(dict(**model_job(config, wildcards.model), layer=wildcards.layer,
+                          validation_fraction=LESCI["validation_fraction"], batch_size=LESCI["batch_size"]))
+
+
+def get_lesci_inputs(wildcards):
+    spec = DEFENDED[wildcards.model]
+    folder = model_dir(spec["base"])
+    return dict(model=f"{folder}/model.pt", spec=f"{folder}/model.json",
+                activations=lesci_activations(spec["base"], spec["layer"]))
+
+
+def get_lesci_params(wildcards):
+    return canonical(dict(model_name=wildcards.model, lesci=DEFENDED[wildcards.model], seed=config["seed"]))
+
+
+def get_lesci_eval_inputs(wildcards):
+    base = model_dir(DEFENDED[wildcards.model]["base"])
+    return dict(**model_files(wildcards), base_spec=f"{base}/model.json", base_model=f"{base}/model.pt")
+
+
+def get_lesci_eval_params(wildcards):
+    return canonical(dict(**model_job(config, wildcards.model), base_name=DEFENDED[wildcards.model]["base"],
+                          batch_size=LESCI["batch_size"]))
+
+
+def lesci_grid_layers(model):
+    return LESCI["grid"]["layers"] or [DEFENDED[model]["layer"]]
+
+
+def get_lesci_grid_inputs(wildcards):
+    base = DEFENDED[wildcards.model]["base"]
+    return {layer: lesci_activations(base, layer) for layer in lesci_grid_layers(wildcards.model)}
+
+
+def get_lesci_grid_params(wildcards):
+    grid = {**LESCI["grid"], "layers": lesci_grid_layers(wildcards.model)}
+    grid.pop("models")
+    return canonical(dict(model_name=wildcards.model, grid=grid, min_accuracy=LESCI["min_accuracy"],
+                          center=DEFENDED[wildcards.model]["center"], seed=config["seed"], dpi=LESCI["plot"]["dpi"]))
 
 
 # Input and param functions (no lambdas in rules). Params carry the config sections a job depends on,

@@ -5,6 +5,8 @@ rule train:
         model=f"{R}/models/{{model}}/model.pt",
         spec=f"{R}/models/{{model}}/model.json",
         log_csv=f"{R}/models/{{model}}/train_log.csv",
+    wildcard_constraints:
+        model=TRAINED_MODELS,
     params:
         section=get_model_params,
         # resumable state, saved every epoch outside the outputs; a rerun of a killed job continues from it

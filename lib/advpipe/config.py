@@ -94,6 +94,7 @@ def validate(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None)
     config = copy.deepcopy(dict(config))
     problems = _non_finite(config)
     _fill_defaults(config, schema, schema)
+    _inherit_datasets(config)
     errors = sorted(Validator(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     for err in errors:
         # if/then failures are reported twice by jsonschema (the branch and its detail): keep the detail.
@@ -126,6 +127,15 @@ def _check_model(path: str, model: Mapping[str, Any], config: Mapping[str, Any])
     objective = model["train"]["objective"]
     if objective["l2_min"] and not objective["adversarial_training"]:
         problems.append(f"config key '{path}.train.objective.l2_min': needs adversarial_training: true")
+    if objective.get("alp"):
+        others = [k for k in ("adversarial_training", "robust_additions") if objective[k]]
+        if others:
+            problems.append(f"config key '{path}.train.objective.alp': adversarial logit pairing has its own "
+                            f"adversary and loss; it does not combine with {' or '.join(others)} (set "
+                            f"{'them' if len(others) > 1 else 'it'} false)")
+        if path.startswith("labels."):
+            problems.append(f"config key '{path}.train.objective.alp': the label study trains with its own loss "
+                            "(CE or SmoothL1); expected alp: false")
     if "checkpoint" in model:
         if "arch" in model:
             problems.append(f"config key '{path}': give arch (to train) or checkpoint (a trained-model "
@@ -140,6 +150,36 @@ def _check_model(path: str, model: Mapping[str, Any], config: Mapping[str, Any])
         for key in sorted(set(model["arch_args"]) - accepted):
             problems.append(_unknown(f"{path}.arch_args.{key}", key, f"argument of {model['arch']}",
                                      accepted))
+    return problems
+
+
+def _inherit_datasets(config: dict[str, Any]) -> None:
+    """A defended model runs on its base's data: its `dataset` is the base's (an explicit one must agree)."""
+    models = config.get("models")
+    if not isinstance(models, dict):
+        return
+    for model in models.values():
+        base = models.get(((model or {}).get("defense") or {}).get("lesci", {}).get("base")) \
+            if isinstance(model, dict) and isinstance(model.get("defense"), dict) else None
+        if isinstance(base, dict) and "dataset" in base:
+            model.setdefault("dataset", base["dataset"])
+
+
+def _check_defense(path: str, model: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """A LESCI model: its base must be a plain model (trained or a checkpoint) of the same dataset."""
+    spec = model["defense"]["lesci"]
+    base = config["models"].get(spec["base"])
+    if base is None:
+        return [_unknown(f"{path}.defense.lesci.base", spec["base"], "model", config["models"])]
+    problems = []
+    if "defense" in base:
+        problems.append(f"config key '{path}.defense.lesci.base': {spec['base']!r} is itself a defended model; "
+                        "expected a trained model or a checkpoint")
+    if model["dataset"] != base["dataset"]:
+        problems.append(f"config key '{path}.dataset': got {model['dataset']!r}, but its base {spec['base']!r} runs on "
+                        f"{base['dataset']!r}; expected the base's dataset (or no dataset key)")
+    for key in sorted({"arch", "checkpoint", "label"} & set(model)):
+        problems.append(f"config key '{path}.{key}': a defended model is built from its base; expected no {key}")
     return problems
 
 
@@ -184,11 +224,13 @@ def _check_labels(study: Mapping[str, Any], config: Mapping[str, Any]) -> list[s
 
 def _declared_shape(dataset: Mapping[str, Any]) -> tuple[int, int, int] | None:
     """(C, H, W) of a dataset's images where the config tells (None for an npz file: its data will)."""
-    from advpipe.data.datasets import _TORCHVISION
+    from advpipe.data.datasets import _TORCHVISION, TINYIMAGENET_SHAPE
 
     source = dataset["source"]
     if source == "digits":
         return 1, 8, 8
+    if source == "tinyimagenet":  # 64x64 RGB; other sizes are refused when the images are read
+        return TINYIMAGENET_SHAPE
     if source in _TORCHVISION:
         info = _TORCHVISION[source]
         return info.in_channels, info.image_size, info.image_size
@@ -259,7 +301,10 @@ def _cross_check(config: Mapping[str, Any]) -> list[str]:
         if ds["source"] in ("imagefolder", "npz") and "path" not in ds:
             problems.append(f"config key 'datasets.{name}.path': required for source {ds['source']}")
     for name, model in config["models"].items():
-        problems += _check_model(f"models.{name}", model, config)
+        if "defense" in model:
+            problems += _check_defense(f"models.{name}", model, config)
+        else:
+            problems += _check_model(f"models.{name}", model, config)
     problems += _check_labels(config["labels"], config)
     for i, name in enumerate(config["explanations"]["models"]):
         if name not in config["models"]:

@@ -1,5 +1,5 @@
 """Datasets by config entry: bundled digits, torchvision MNIST/CIFAR-10/CIFAR-100 from data_root, image folders,
-and arrays of your own in an .npz file.
+arrays of your own in an .npz file, and Tiny ImageNet in its official layout (SPEC 4).
 
 Every loader ends in `_to_split`: images arrive on the 0..255 scale (or 0..1 for float arrays), become float32
 in [0, 1] (N, C, H, W), and are validated, so all sources share one conversion and one check. Bad data raises
@@ -7,6 +7,9 @@ DataError (a ValueError) naming the file and what was expected; missing files ra
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 import pickle
 import warnings
 import zipfile
@@ -22,7 +25,7 @@ import torch
 from .splits import Split, stratified_split
 from advpipe.errors import InputError
 
-SOURCES = ("digits", "mnist", "cifar10", "cifar100", "imagefolder", "npz")
+SOURCES = ("digits", "mnist", "cifar10", "cifar100", "imagefolder", "npz", "tinyimagenet")
 SPLITS = ("train", "test")
 
 
@@ -76,6 +79,9 @@ def load_split(cfg: dict[str, Any], split: str, data_root: str | Path, seed: int
     if source in _TORCHVISION:
         images, labels, classes, name = _read_torchvision(source, cfg, split == "train", Path(data_root))
         return _to_split(images, labels, np.arange(len(labels), dtype=np.int64), classes, name)
+    if source == "tinyimagenet":  # official split: train/ for training, val/ (labelled) as the test split
+        images, labels, classes, name = _read_tinyimagenet(cfg, split, Path(data_root))
+        return _to_split(images, labels, np.arange(len(labels), dtype=np.int64), classes, name)
     images, labels, classes, name, scale = _read_unsplit(cfg, Path(data_root))
     _check_classes(classes, name)
     _check_split_sizes(len(labels), len(classes), cfg.get("test_fraction", 0.3), name)
@@ -101,6 +107,8 @@ def dataset_info(cfg: dict[str, Any], data_root: str | Path, seed: int) -> Datas
             meta = spec.cls.meta
             classes = list(_read_pickle(root / spec.cls.base_folder / meta["filename"])[meta["key"]])
         return DatasetInfo(spec.in_channels, spec.image_size, len(classes), classes, spec.mean, spec.std)
+    if source == "tinyimagenet":
+        return _tinyimagenet_info(cfg, Path(data_root))
     # Sources without published statistics: computed on the training split, so deterministic per seed.
     train = load_split(cfg, "train", data_root, seed)
     x = train.x.transpose(0, 1).reshape(train.x.shape[1], -1).double()  # (C, N*H*W)
@@ -378,3 +386,298 @@ def _read_pickle(path: Path) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise DataError(f"{path}: not a CIFAR batch (expected a dict, got {type(entry).__name__})")
     return entry
+
+
+# ---- Tiny ImageNet (SPEC 4): the official tree, its train split and its labelled validation set -----------
+#
+# Layout under the entry's `path` (relative to data_root; default "tiny-imagenet-200", the folder the official
+# zip unpacks to):
+#   wnids.txt                          the 200 WordNet ids, one a line; their order is the class index
+#   words.txt                          optional: "wnid<TAB>human names" (all of ImageNet's synsets)
+#   train/<wnid>/images/*.JPEG         500 images per class: the train split
+#   val/images/*.JPEG                  10,000 images, 50 per class: the test split (the challenge's evaluation set)
+#   val/val_annotations.txt            "file<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1", one line per validation image
+# test/ is not read: it has no labels. Images are 64x64 RGB; the few greyscale JPEGs of the official set are
+# converted to RGB (three equal channels), as the original pipeline's 3-channel decode does. Any other size is
+# refused, not resized: a resized set is a different dataset, and attacks would perturb interpolated pixels.
+#
+# Pre-processing. advpipe keeps every image in [0, 1] and each model normalises inside its forward, so SPEC 4's
+# input conventions are a model's `normalize: {mean: [...], std: [...]}` (normalised = (x - mean) / std):
+#   - the original pipeline's [-1, 1] scaling, 2x - 1 == (x - 0.5) / 0.5: mean 0.5, std 0.5 per channel;
+#   - the baseline ResNet-18's x_255 - (123.68, 116.78, 103.94), with x_255 = 255 x: since
+#     255 x - m == (x - m / 255) / (1 / 255), mean (123.68/255, 116.78/255, 103.94/255)
+#     = (0.48501961, 0.45796078, 0.40760784) and std 1/255 = 0.00392157 for each channel.
+# TINYIMAGENET_NORMALIZE holds both. (`normalize: dataset` uses the train split's own mean/std instead.)
+# SPEC 4's optional training augmentation (flip, hue +-0.05, saturation [0.5, 1.5]): the flip is the train
+# recipe's `augment: {hflip: true, crop_padding: 0}`; hue and saturation jitter are not implemented.
+#
+# Decoding the 100k training JPEGs takes a while, so the decoded uint8 array (N, 3, 64, 64) is cached: in the
+# process (one entry per tree and split) and on disk as <path>/.advpipe-cache/<split>-<key>.npy, the key a hash
+# of the file list with each file's size and mtime (so an edited, added or removed image decodes again). The
+# entry's `cache: false` turns the disk cache off; a tree that cannot be written to is read without it.
+
+TINYIMAGENET_DIR = "tiny-imagenet-200"
+TINYIMAGENET_SHAPE = (3, 64, 64)
+TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+TINYIMAGENET_NORMALIZE = {
+    # x in [0, 1] -> 2x - 1 in [-1, 1], SPEC 4's pipeline scaling (the ALP ResNet-v2-50 input)
+    "minus_one_one": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    # x in [0, 1] -> 255 x - (123.68, 116.78, 103.94), SPEC 4's baseline ResNet-18 input
+    "resnet18_baseline": {"mean": [123.68 / 255, 116.78 / 255, 103.94 / 255], "std": [1 / 255] * 3},
+}
+_TINY_SUFFIXES = (".jpeg", ".jpg")
+_TINY_CACHE_DIR = ".advpipe-cache"
+_TINY_CACHE_FORMAT = 1  # part of the cache key: bump when the decoded array changes meaning
+_TINY_MEMO: dict[tuple[str, str], tuple[str, torch.Tensor]] = {}  # (tree, split) -> (key, uint8 images)
+
+
+def _tiny_root(cfg: dict[str, Any], data_root: Path) -> Path:
+    """The Tiny ImageNet tree of a dataset entry; FileNotFoundError (naming it) when it is not there."""
+    raw = Path(cfg.get("path", TINYIMAGENET_DIR))
+    path = raw if raw.is_absolute() else data_root / raw
+    if not path.is_dir():
+        relative = "" if raw.is_absolute() else f" (`path` {str(raw)!r} under data_root {data_root})"
+        raise FileNotFoundError(f"{path}: tinyimagenet dataset not found{relative}; expected the official Tiny "
+                                f"ImageNet folder (wnids.txt, train/, val/), e.g. {TINYIMAGENET_URL} unzipped")
+    return path.resolve()
+
+
+def _read_text_lines(file: Path, what: str) -> list[str]:
+    if not file.is_file():
+        raise DataError(f"{file}: missing; expected {what}")
+    try:
+        return file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{file}: not a readable text file ({err}); expected {what}") from err
+
+
+def _tiny_wnids(root: Path) -> list[str]:
+    """The class ids of wnids.txt in file order (blank lines skipped)."""
+    file = root / "wnids.txt"
+    what = "the Tiny ImageNet class list: one WordNet id (e.g. n01443537) a line, 200 lines"
+    wnids: list[str] = []
+    seen: dict[str, int] = {}
+    for n, line in enumerate(_read_text_lines(file, what), 1):
+        wnid = line.strip()
+        if not wnid:
+            continue
+        if any(c.isspace() for c in wnid) or "/" in wnid or "\\" in wnid or wnid in (".", ".."):
+            raise DataError(f"{file}: line {n} is {line!r}; expected {what} (a folder name under train/)")
+        if wnid in seen:
+            raise DataError(f"{file}: line {n} repeats {wnid!r} (first on line {seen[wnid]}); expected each class "
+                            "once")
+        seen[wnid] = n
+        wnids.append(wnid)
+    if len(wnids) < 2:
+        raise DataError(f"{file}: {len(wnids)} class id(s); expected {what} (at least 2 classes)")
+    return wnids
+
+
+def _tiny_train_files(root: Path, wnids: list[str]) -> tuple[list[Path], np.ndarray]:
+    """train/<wnid>/images/*.JPEG, sorted by name within each class in wnids.txt order, and their labels."""
+    files: list[Path] = []
+    labels: list[int] = []
+    for k, wnid in enumerate(wnids):
+        folder = root / "train" / wnid / "images"
+        if not folder.is_dir():
+            raise DataError(f"{folder}: missing; expected the training images of class {wnid!r} (listed in "
+                            f"{root / 'wnids.txt'}) as train/{wnid}/images/*.JPEG")
+        names = sorted(e.name for e in os.scandir(folder)
+                       if e.name.lower().endswith(_TINY_SUFFIXES) and e.is_file())
+        if not names:
+            raise DataError(f"{folder}: no JPEG images; expected the training images of class {wnid!r} "
+                            f"(train/{wnid}/images/*.JPEG, 500 in the official set)")
+        files += [folder / name for name in names]
+        labels += [k] * len(names)
+    return files, np.asarray(labels, dtype=np.int64)
+
+
+def _tiny_val_files(root: Path, wnids: list[str]) -> tuple[list[Path], np.ndarray]:
+    """The validation images in val_annotations.txt order, and their labels."""
+    ann = root / "val" / "val_annotations.txt"
+    what = ("the validation labels: one tab-separated line per image of val/images (file, wnid, x0, y0, x1, y1), "
+            "with wnids from wnids.txt")
+    index = {w: k for k, w in enumerate(wnids)}
+    files: list[Path] = []
+    labels: list[int] = []
+    seen: dict[str, int] = {}
+    for n, line in enumerate(_read_text_lines(ann, what), 1):
+        if not line.strip():
+            continue
+        fields = line.rstrip("\r").split("\t")
+        if len(fields) < 2 or not fields[0] or Path(fields[0]).name != fields[0]:
+            raise DataError(f"{ann}: line {n} is {line!r}; expected {what}")
+        name, wnid = fields[0], fields[1].strip()
+        if wnid not in index:
+            raise DataError(f"{ann}: line {n} labels {name} with {wnid!r}, which is not in {root / 'wnids.txt'}; "
+                            f"expected one of its {len(wnids)} class ids")
+        if name in seen:
+            raise DataError(f"{ann}: line {n} repeats {name} (first on line {seen[name]}); expected one label per "
+                            "image")
+        seen[name] = n
+        image = root / "val" / "images" / name
+        if not image.is_file():
+            raise DataError(f"{image}: missing (named on line {n} of {ann}); expected the validation image there")
+        files.append(image)
+        labels.append(index[wnid])
+    if not files:
+        raise DataError(f"{ann}: no image listed; expected {what}")
+    return files, np.asarray(labels, dtype=np.int64)
+
+
+def _tiny_key(root: Path, files: list[Path], labels: np.ndarray) -> str:
+    """A hash of the file list, each file's size and mtime, and the labels: what the decoded array depends on."""
+    h = hashlib.sha256(f"advpipe tinyimagenet {_TINY_CACHE_FORMAT} {TINYIMAGENET_SHAPE}\n".encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    h.update(labels.tobytes())
+    return h.hexdigest()[:20]
+
+
+def _decode_tiny(path: Path) -> np.ndarray:
+    """One 64x64 image as uint8 (3, 64, 64) RGB."""
+    from PIL import Image
+
+    c, h, w = TINYIMAGENET_SHAPE
+    try:
+        with Image.open(path) as img:
+            if img.size != (w, h):
+                raise DataError(f"{path}: image of {img.size[0]}x{img.size[1]} pixels; expected {w}x{h} (Tiny "
+                                "ImageNet's size; advpipe does not resize it)")
+            rgb = np.asarray(img.convert("RGB"))  # the official set holds some greyscale JPEGs
+    except DataError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # truncated, not an image
+        raise DataError(f"{path}: not a readable image ({err}); expected a {w}x{h} JPEG that PIL can decode") \
+            from err
+    return rgb.transpose(2, 0, 1)
+
+
+def _decode_all(files: list[Path], desc: str) -> np.ndarray:
+    """Decode `files` into one uint8 (N, 3, 64, 64) array, on a few threads (PIL's decoder releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    out = np.empty((len(files), *TINYIMAGENET_SHAPE), dtype=np.uint8)
+    chunk = 256
+
+    def decode(start: int) -> int:
+        for i in range(start, min(start + chunk, len(files))):
+            out[i] = _decode_tiny(files[i])
+        return min(chunk, len(files) - start)
+
+    workers = max(1, min(8, torch.get_num_threads(), os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(files), desc=desc, unit="img", mininterval=1) as bar:
+        try:
+            for done in pool.map(decode, range(0, len(files), chunk)):  # raises the first DataError, in file order
+                bar.update(done)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # not decode the rest of 100k files for nothing
+            raise
+    return out
+
+
+def _tiny_cache_load(file: Path, n: int) -> np.ndarray | None:
+    if not file.is_file():
+        return None
+    try:
+        x = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        warnings.warn(f"{file}: unreadable Tiny ImageNet cache ({err}); decoding the images again", stacklevel=4)
+        return None
+    if x.dtype != np.uint8 or x.shape != (n, *TINYIMAGENET_SHAPE):
+        warnings.warn(f"{file}: Tiny ImageNet cache holds {x.dtype} {x.shape}, not uint8 {(n, *TINYIMAGENET_SHAPE)}; "
+                      "decoding the images again", stacklevel=4)
+        return None
+    return x
+
+
+def _tiny_cache_save(file: Path, x: np.ndarray, split: str) -> None:
+    """Write atomically (parallel jobs may decode the same tree), then drop this split's older caches."""
+    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+    try:
+        file.parent.mkdir(exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.save(f, x, allow_pickle=False)
+        os.replace(tmp, file)
+        for old in file.parent.glob(f"{split}-*.npy"):
+            if old != file:
+                old.unlink(missing_ok=True)
+    except OSError as err:  # a read-only tree: fine, only slower next time
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        warnings.warn(f"{file}: Tiny ImageNet cache not written ({err}); the images will be decoded again by the "
+                      "next job (set `cache: false` on the dataset entry to skip this)", stacklevel=4)
+
+
+def _tiny_images(cfg: dict[str, Any], split: str,
+                 data_root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str], Path]:
+    """uint8 images (N, 3, 64, 64), labels and wnids of one split, from the caches or decoded; and the tree."""
+    root = _tiny_root(cfg, data_root)
+    wnids = _tiny_wnids(root)
+    files, labels = (_tiny_train_files if split == "train" else _tiny_val_files)(root, wnids)
+    key = _tiny_key(root, files, labels)
+    memo = _TINY_MEMO.get((str(root), split))
+    if memo is not None and memo[0] == key:
+        return memo[1], torch.from_numpy(labels), wnids, root
+    use_disk = bool(cfg.get("cache", True))
+    file = root / _TINY_CACHE_DIR / f"{split}-{key}.npy"
+    x = _tiny_cache_load(file, len(files)) if use_disk else None
+    if x is None:
+        x = _decode_all(files, f"Tiny ImageNet {split} ({root.name})")
+        if use_disk:
+            _tiny_cache_save(file, x, split)
+    images = torch.from_numpy(x)
+    _TINY_MEMO.pop((str(root), split), None)
+    while len(_TINY_MEMO) >= 2:  # one tree's train and test: the full train split alone is 1.2 GB
+        _TINY_MEMO.pop(next(iter(_TINY_MEMO)))
+    _TINY_MEMO[(str(root), split)] = (key, images)
+    return images, torch.from_numpy(labels), wnids, root
+
+
+def _read_tinyimagenet(cfg: dict[str, Any], split: str,
+                       data_root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str], str]:
+    """Images (uint8 NCHW), labels, classes (the wnids) and a name of one split of Tiny ImageNet."""
+    images, labels, wnids, root = _tiny_images(cfg, split, data_root)
+    part = "train" if split == "train" else "val, the test split"
+    return images, labels, wnids, f"Tiny ImageNet ({part}) in {root}"
+
+
+def _tinyimagenet_info(cfg: dict[str, Any], data_root: Path) -> DatasetInfo:
+    """Classes from wnids.txt; mean/std per channel of the train split, exact (from pixel-value counts)."""
+    images, _, wnids, _ = _tiny_images(cfg, "train", data_root)
+    x = images.numpy()
+    counts = np.zeros((x.shape[1], 256), dtype=np.int64)
+    for start in range(0, len(x), 4096):
+        block = x[start:start + 4096]
+        for c in range(x.shape[1]):
+            counts[c] += np.bincount(block[:, c].ravel(), minlength=256)
+    values = np.arange(256, dtype=np.float64) / 255
+    n = counts.sum(1)
+    mean = counts @ values / n
+    std = np.sqrt(np.maximum(counts @ values**2 / n - mean**2, 0))
+    return DatasetInfo(in_channels=x.shape[1], image_size=x.shape[-1], num_classes=len(wnids), classes=list(wnids),
+                       mean=tuple(mean.tolist()), std=tuple(std.tolist()))
+
+
+def tinyimagenet_names(cfg: dict[str, Any], data_root: str | Path) -> list[str]:
+    """Human names of the classes (words.txt, in wnids.txt order); a wnid words.txt lacks, or every wnid when
+    there is no words.txt, stands for itself."""
+    root = _tiny_root(cfg, Path(data_root))
+    wnids = _tiny_wnids(root)
+    file = root / "words.txt"
+    if not file.exists():
+        return list(wnids)
+    wanted, names = set(wnids), {}
+    for n, line in enumerate(_read_text_lines(file, "one 'wnid<TAB>names' line per WordNet id"), 1):
+        if not line.strip():
+            continue
+        wnid, sep, words = line.partition("\t")
+        if not sep:
+            raise DataError(f"{file}: line {n} is {line!r}; expected 'wnid<TAB>names' (e.g. "
+                            "'n01443537\\tgoldfish, Carassius auratus')")
+        if wnid.strip() in wanted:
+            names[wnid.strip()] = words.strip()
+    return [names.get(w) or w for w in wnids]

@@ -107,6 +107,10 @@ LAYOUTS: dict[str, Layout] = {
     "x_adv": Layout(("N", None, None, None)),
     "clean": Layout(("N", "P")),  # projections: 2-D points (P = 2) of the clean and the adversarial rows
     "adv": Layout(("N", "P")),
+    # LESCI's activation exports (pipeline/lesci.py): M = the layer's size
+    **{f"{part}_{key}": layout for part in ("train", "val") for key, layout in (
+        ("activation", Layout(("N", "M"))), ("label", Layout(("N",), "int")), ("pred", Layout(("N",), "int")),
+        ("index", Layout(("N",), "int")))},
 }
 
 _DIM_NAMES = {"N": "samples", "C": "classes", "D": "features", "K": "eps values", "P": "projection axes"}

@@ -67,6 +67,11 @@ def build_from_spec(spec: Mapping[str, Any]) -> Classifier:
     if label and label.get("kind") != "category":
         from advpipe.models.label_heads import wrap_label_model  # only label models need it
         model = wrap_label_model(model, torch.zeros(spec["num_classes"], *label["shape"]))
+    lesci = spec.get("defense", {}).get("lesci")
+    if lesci:  # a LESCI-defended model (SPEC 4): the base network wrapped, its embedding a buffer until loaded
+        from advpipe.defenses.lesci import wrap_lesci
+
+        model = wrap_lesci(model, {**lesci, "num_classes": spec["num_classes"]})
     return model
 
 

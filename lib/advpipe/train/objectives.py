@@ -13,16 +13,19 @@ import torch
 import torch.nn.functional as F
 
 from advpipe.models.base import Classifier
+from advpipe.train.alp import ALP_DEFAULTS, AdversarialLogitPairing
 from advpipe.train.loop import Objective, cross_entropy
 from advpipe.train.resume import load_objective_state, objective_state
 
-# Config keys of build_objective and their defaults (main.py: TRAIN_ADV_*, ROBUST_* constants).
+# SPEC 2 config keys of build_objective and their defaults (main.py: TRAIN_ADV_*, ROBUST_* constants).
 OBJECTIVE_DEFAULTS: dict[str, Any] = {
     "adversarial_training": False, "l2_min": False, "robust_additions": False,
     "adv_eps": 0.01, "adv_steps": 7, "l2min_eps": 0.1,
     "robust_z": 2, "robust_zeta": 0.2,
     "adapt_l_target": 1.5, "adapt_psi_0": 220, "adapt_psi": 0.02, "adapt_eps_pos": 1, "adapt_eps_neg": 0.01,
 }
+# All keys build_objective takes: SPEC 2's above plus SPEC 4's adversarial logit pairing (advpipe.train.alp).
+ALL_OBJECTIVE_DEFAULTS: dict[str, Any] = {**OBJECTIVE_DEFAULTS, **ALP_DEFAULTS}
 
 
 def tandem_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -193,20 +196,30 @@ class AdversarialTraining:
 
 
 def build_objective(cfg: Mapping[str, Any] | None, *, num_classes: int, seed: int) -> Objective:
-    """Objective from a config dict (keys and defaults: OBJECTIVE_DEFAULTS); all modes off -> cross_entropy.
+    """Objective from a config dict (keys and defaults: ALL_OBJECTIVE_DEFAULTS); all modes off -> cross_entropy.
+
+    `alp: true` -> AdversarialLogitPairing (SPEC 4), alone: combined with adversarial_training or
+    robust_additions it is refused (ALP has its own adversary and loss).
 
     Adversarial training + robust additions ("all"): the adversarial batch (half-and-half) goes into the robust
     loss, whose CE, integrator update and input gradient are all on that batch (main.py train ->
     _model_train_batch). One generator seeded by `seed` serves both; pass a seed distinct from the loop's.
     """
     cfg = {} if cfg is None else cfg
-    unknown = sorted(set(cfg) - set(OBJECTIVE_DEFAULTS))
+    unknown = sorted(set(cfg) - set(ALL_OBJECTIVE_DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown objective key(s) {unknown}; known: {sorted(OBJECTIVE_DEFAULTS)}")
-    c = {**OBJECTIVE_DEFAULTS, **cfg}
+        raise ValueError(f"unknown objective key(s) {unknown}; known: {sorted(ALL_OBJECTIVE_DEFAULTS)}")
+    c = {**ALL_OBJECTIVE_DEFAULTS, **cfg}
     if c["l2_min"] and not c["adversarial_training"]:
         raise ValueError("l2_min needs adversarial_training (the original: --l2-min only valid with it)")
     generator = torch.Generator().manual_seed(seed)
+    if c["alp"]:
+        if c["adversarial_training"] or c["robust_additions"]:
+            raise ValueError("alp: adversarial logit pairing brings its own adversary (pgdll) and loss; it does "
+                             "not combine with adversarial_training or robust_additions (set those false)")
+        return AdversarialLogitPairing(weight=c["alp_weight"], eps=c["alp_eps"], step=c["alp_step"],
+                                       steps=int(c["alp_steps"]), label_smoothing=c["alp_label_smoothing"],
+                                       generator=generator)
     loss: Objective = cross_entropy
     if c["robust_additions"]:
         loss = RobustAdditions(z=c["robust_z"], zeta=c["robust_zeta"], l_target=c["adapt_l_target"],
