@@ -19,7 +19,7 @@ run: setup
 	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
 
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 lint: setup
 	$(BIN)/snakemake --lint

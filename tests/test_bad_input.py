@@ -906,7 +906,7 @@ def test_workflow_read_only_results_folder_fails_before_any_job():
         text = out.stdout + out.stderr
         assert out.returncode != 0
         assert "config key 'results': folder results is not writable" in text, text
-        assert "expected a folder this user can write outputs into" in text
+        assert "expected a folder this user can write the outputs into" in text
         assert not (workdir / "logs").exists() and list(results.iterdir()) == []  # no job started
         # The same user with a writable folder passes the check: it is the permission, not the set-up.
         results.chmod(0o755)
