@@ -34,6 +34,7 @@ include: "rules/explanations.smk"
 include: "rules/labels.smk"
 include: "rules/robustness.smk"
 include: "rules/lesci.smk"
+include: "rules/battery.smk"
 
 
 localrules:
@@ -68,3 +69,12 @@ rule labels:
 rule lesci:
     input:
         lesci_targets(),
+
+
+localrules:
+    battery,
+
+
+rule battery:
+    input:
+        battery_targets(),

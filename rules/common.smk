@@ -138,7 +138,7 @@ def all_targets():
     targets = [f"{R}/representations/{m}/{s}.h5" for m, entry in config["models"].items() if "label" not in entry
                for s in config["represent"]["splits"]]
     return (targets + vrapi_targets() + explanations_targets() + labels_targets() + robustness_targets()
-            + lesci_targets())
+            + lesci_targets() + battery_targets())
 
 
 def lesci_targets():
@@ -318,3 +318,33 @@ def get_label_table_inputs(wildcards):
 
 def get_label_efficiency_inputs(wildcards):
     return [f"{model_dir(label_model_name(name, level))}/model.json" for name in LABEL_KINDS for level in LABELS["levels"]]
+
+
+# The foolbox battery (issue 14 items 7-8): each model of the section gets each attack through the shared attack
+# rule; rule battery_model reads the dumps of one model.
+BATTERY = config["battery"]
+BATTERY_MODELS = _names(BATTERY["models"])
+
+
+def battery_targets():
+    """Each battery model's table and flags; its dumps too (see vrapi_targets)."""
+    if not BATTERY["enabled"] or not BATTERY["models"] or not BATTERY["attacks"]:
+        return []
+    return [path for m in BATTERY["models"]
+            for path in ([f"{R}/battery/{m}.csv", f"{R}/battery/{m}_flags.csv"]
+                         + [attack_h5(m, a) for a in BATTERY["attacks"]])]
+
+
+def get_battery_inputs(wildcards):
+    """The model (the zero-gradient check) and its dumps, in the battery's order."""
+    return dict(**model_files(wildcards), dumps=[attack_h5(wildcards.model, a) for a in BATTERY["attacks"]])
+
+
+def get_battery_order(wildcards):
+    return list(BATTERY["attacks"])
+
+
+def get_battery_params(wildcards):
+    settings = {k: v for k, v in BATTERY.items() if k not in ("enabled", "models", "attacks")}
+    return canonical(dict(**model_job(config, wildcards.model), battery=settings,
+                          attacks={a: advpipe.config.entry(config, "attacks", a) for a in BATTERY["attacks"]}))

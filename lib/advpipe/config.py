@@ -244,7 +244,7 @@ def _check_budgets(config: Mapping[str, Any]) -> list[str]:
     from advpipe.attacks.budget import budget_problems, space_widths
 
     paired: dict[str, list[str]] = {name: [] for name in config["attacks"]}
-    for section in ("vrapi", "robustness"):
+    for section in ("vrapi", "robustness", "battery"):
         study = config[section]
         if study["enabled"]:
             for attack in study["attacks"]:
@@ -290,6 +290,37 @@ def _check_paths(config: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _check_battery(config: Mapping[str, Any]) -> list[str]:
+    """The foolbox battery: its models and attacks exist, its attacks state eps in pixels (it measures L2 in [0,1]
+    units); every foolbox entry of `attacks:` names a foolbox-3 class that takes its options (and an eps when it
+    is a fixed-budget attack)."""
+    problems = []
+    study = config.get("battery") or {}
+    if study.get("enabled"):
+        for key, what in (("models", "model"), ("attacks", "attack")):
+            for i, name in enumerate(study.get(key, [])):
+                if name not in config[key]:
+                    problems.append(_unknown(f"battery.{key}.{i}", name, what, config[key]))
+        for i, name in enumerate(study.get("attacks", [])):
+            space = config["attacks"].get(name, {}).get("space", "pixels")
+            if space != "pixels":
+                problems.append(f"config key 'attacks.{name}.space': got {space!r}, but battery.attacks.{i} lists "
+                                "it; expected pixels (the battery measures L2 in [0,1] pixel units)")
+    for name, attack in config["attacks"].items():
+        if attack.get("method") != "foolbox":
+            continue
+        from advpipe.attacks.foolbox_attacks import FoolboxAttack  # imports foolbox when a config uses it
+
+        params = {k: v for k, v in attack.items() if k in ("attack", "eps", "options", "criterion")}
+        try:
+            FoolboxAttack(**params)
+        except ValueError as err:
+            field, sep, what = str(err).partition(": ")
+            key = f"attacks.{name}.{field}" if sep and field in attack else f"attacks.{name}"
+            problems.append(f"config key '{key}': {what if sep and field in attack else err}")
+    return problems
+
+
 def _cross_check(config: Mapping[str, Any]) -> list[str]:
     """Checks a schema cannot express: names that must refer to other entries or to registries, budgets the inputs
     cannot hold, ranges and paths."""
@@ -313,6 +344,7 @@ def _cross_check(config: Mapping[str, Any]) -> list[str]:
         for i, name in enumerate(config["robustness"][key]):
             if name not in config[key] and not name.startswith("labels_"):  # the label study generates those
                 problems.append(_unknown(f"robustness.{key}.{i}", name, what, config[key]))
+    problems += _check_battery(config)
     study = config["vrapi"]
     if study["enabled"]:
         if not study["models"] or not study["attacks"]:
