@@ -13,7 +13,7 @@ rule lesci_activations:
         "logs/lesci_activations/{model}/{layer}.log",
     benchmark:
         "benchmarks/lesci_activations/{model}/{layer}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
@@ -39,7 +39,7 @@ rule lesci_model:
         "logs/lesci_model/{model}.log",
     benchmark:
         "benchmarks/lesci_model/{model}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
@@ -60,7 +60,7 @@ rule lesci_eval:
         "logs/lesci_eval/{model}.log",
     benchmark:
         "benchmarks/lesci_eval/{model}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
@@ -84,7 +84,7 @@ rule lesci_grid:
         "logs/lesci_grid/{model}.log",
     benchmark:
         "benchmarks/lesci_grid/{model}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,

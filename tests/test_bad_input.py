@@ -851,31 +851,8 @@ def test_workflow_projection_of_a_trial_that_does_not_exist(run_dir):
     assert digests(run_dir / "results") == before
 
 
-@pytest.mark.slow
-def test_workflow_checkpoint_whose_pickle_would_run_code(run_dir, tmp_path):
-    results = run_dir / "results"
-    marker = tmp_path / "pickled_code_ran"
-    payload = tmp_path / "payload.pt"
-    torch.save({"body.0.weight": RunsCode(marker)}, payload)
-    before = digests(results)
-    backup = tmp_path / "backup"
-    shutil.copytree(results / "attacks", backup)
-    with replaced(results / "models/cnn/model.pt", payload.read_bytes()):
-        out = snakemake(run_dir, "--force", "results/attacks/cnn/fgsm.h5", check=False)
-        after = digests(results)
-    try:
-        assert out.returncode != 0
-        log = (run_dir / "logs/attack/cnn/fgsm.log").read_text()
-        assert "results/models/cnn/model.pt: refused to load" in log and CHECKPOINT_EXPECTED in log
-        assert not marker.exists()
-        # The attack job's outputs are gone (Snakemake removes a failed job's outputs); nothing else changed.
-        lost = {k for k in before if k.startswith("attacks/cnn/fgsm")}
-        assert lost and not lost & set(after)
-        unaffected = {k: v for k, v in before.items() if k not in lost and k != "models/cnn/model.pt"}
-        assert {k: v for k, v in after.items() if k != "models/cnn/model.pt"} == unaffected
-    finally:
-        shutil.rmtree(results / "attacks")
-        shutil.copytree(backup, results / "attacks")
+# A checkpoint whose pickle would run code, through real Snakemake: tests/bad_inputs/test_job_refusals.py
+# (row checkpoint-that-runs-code).
 
 
 @pytest.mark.slow
