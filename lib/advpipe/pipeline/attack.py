@@ -9,7 +9,6 @@ import torch
 
 from advpipe.attacks import ATTACKS, build_attack
 from advpipe.attacks.budget import budget_problems, space_widths
-from advpipe.attacks.norms import perturbation_norms
 from advpipe.config import ConfigError
 from advpipe.data import Split, load_split
 from advpipe.io.h5 import DumpError, provenance, read_dump, write_dump
