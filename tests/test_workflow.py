@@ -120,8 +120,12 @@ def test_default_config_without_configfile(tmp_path):
     out = snakemake(tmp_path, "--dry-run", configfile=None)
     counts = job_counts(out.stdout)
     assert counts["project"] == 3 * 4 * 3 and counts["project_oos"] == 3 * 3
-    # vrapi's CNN and the explanations study's four pre-activation ResNets
-    assert counts["represent"] == 5 and counts["ara"] == counts["explain"] == 4
+    # vrapi's CNN, the explanations study's four pre-activation ResNets, the LESCI study's 2 defended models and ALP
+    assert counts["represent"] == 5 + 3 and counts["ara"] == counts["explain"] == 4
     # the label study: 7 kinds x 2 levels trained by the shared train rule, the full-data models attacked by its
-    # 5 attacks through the shared attack rule (vrapi: 3 attacks)
-    assert counts["label_set"] == 7 and counts["train"] == 5 + 14 and counts["attack"] == 3 + 7 * 5
+    # 5 attacks through the shared attack rule (vrapi: 3 attacks); the ALP CNN trained by it too, and the LESCI
+    # study's PGD grid on 3 models and its battery of 3 foolbox attacks on 3 models through the shared attack rule
+    assert counts["label_set"] == 7 and counts["train"] == 5 + 14 + 1
+    assert counts["attack"] == 3 + 7 * 5 + 3 + 3 * 3 and counts["robustness"] == 3 and counts["battery_model"] == 3
+    assert counts["lesci_model"] == counts["lesci_eval"] == counts["lesci_activations"] == 2
+    assert counts["lesci_grid"] == 1

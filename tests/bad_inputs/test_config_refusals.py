@@ -4,8 +4,9 @@ One row per bad input: (id, category, the input, the words the message must cont
 change to the good config (tests/configs/tiny.yaml, the config of the session's tiny run) or raw YAML text.
 Every row asserts the exit status (2 from check-config: the input is wrong), the stage (check-config refuses
 it with one line and no traceback), the words, and that the outputs of the previous good run, in whose folder
-it runs, are untouched. The rows marked `workflow` also run `snakemake --dry-run` there: exit status 1, the
-same words, no job started (no log written), nothing touched.
+it runs, are untouched. The rows marked `workflow` (a budget, a duplicate key, a name: one for each of the
+cross-checks, the YAML loader and the schema) also run `snakemake --dry-run` there: exit status 1, the same
+words, no job started (no log written), nothing touched.
 """
 from __future__ import annotations
 
@@ -101,7 +102,7 @@ CASES = [
         ("'attacks.bim.step_size'", "got 8/255", "larger than every budget", "expected a step <= eps")),
     # -- numbers that are not finite ----------------------------------------------------------------------------
     Bad("eps-inf", "non-finite", put(f"{FGSM}.eps", float("inf")),
-        ("config key 'attacks.fgsm.eps': got inf; expected a finite number",), workflow=True),
+        ("config key 'attacks.fgsm.eps': got inf; expected a finite number",)),
     Bad("lr-nan", "non-finite", put(f"{TRAIN}.lr", float("nan")),
         ("config key 'models.cnn.train.lr': got nan; expected a finite number",)),
     Bad("eps-grid-with-inf", "non-finite", put("labels.attack.eps", [0, 0.1, float("-inf")]),
@@ -118,7 +119,7 @@ CASES = [
         ("the top level is a list", "expected a mapping of config keys")),
     # -- paths --------------------------------------------------------------------------------------------------
     Bad("empty-results-folder", "path", put("results", ""),
-        ("config key 'results': got '' (text); expected non-empty text",), workflow=True),
+        ("config key 'results': got '' (text); expected non-empty text",)),
     Bad("empty-data-folder", "path", put("data_root", ""),
         ("config key 'data_root': got '' (text); expected non-empty text",)),
     Bad("results-climbing-out-of-the-project", "path", put("results", "../elsewhere/results"),
@@ -141,7 +142,7 @@ CASES = [
         ("the name 'dig\\\\its' is not allowed",)),
     # -- integers that cannot be used as what they are for --------------------------------------------------------
     Bad("seed-beyond-numpy", "integer", put("seed", 2**32),
-        ("config key 'seed': got 4294967296", "expected a whole number in 0..4294967295"), workflow=True),
+        ("config key 'seed': got 4294967296", "expected a whole number in 0..4294967295")),
     Bad("negative-seed", "integer", put("seed", -1), ("config key 'seed': got -1", "0..4294967295")),
     Bad("criterion-seed-beyond-numpy", "integer",
         put(f"{FGSM}.criterion", {"kind": "targeted", "targets": "random", "seed": 2**40}),
