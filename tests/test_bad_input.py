@@ -14,7 +14,6 @@ tests/test_workflow.py; the cases here are the ones the schema cannot see.
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import json
 import os
@@ -43,7 +42,7 @@ from advpipe.models.input_size import input_size_problem, min_input_size
 from advpipe.pipeline import attack, plot, project, represent, score, train
 from advpipe.pipeline.specs import attack_job, model_job
 from advpipe.projections import estimator_options
-from wf import TINY, h5_contents, snakemake, snakemake_cmd
+from wf import TINY, RunsCode, digests, h5_contents, snakemake, snakemake_cmd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -198,16 +197,6 @@ def rewrite_dump(path: Path, drop=(), **replace) -> None:
         for k, v in arrays.items():
             f[k] = v
         f.attrs.update(attrs)
-
-
-class RunsCode:
-    """Unpickling this runs Python code that writes `marker`: the proof that a loader ran pickled code."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.marker!r}, 'w').write('pickled code ran')",))
 
 
 # ---- HDF5 dumps: each consuming stage names the damaged file ------------------------------------------------
@@ -778,11 +767,6 @@ def test_results_path_that_is_a_file(tmp_path):
 
 
 # ---- the workflow: real snakemake on a copy of the session's tiny run ---------------------------------------
-
-def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_run, tmp_path_factory) -> Path:

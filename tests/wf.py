@@ -1,6 +1,7 @@
 """Helpers for the tests that run the real workflow: snakemake in a subprocess, job counts, result trees."""
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,19 @@ def compare_results(reference: Path, other: Path, partial: bool = False) -> list
         if why:
             problems.append(f"{name}: {why}")
     return problems
+
+
+def digests(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256 of every file under `folder` (relative path -> hex), except under a folder named in `skip`."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not set(skip) & set(p.parts)}
+
+
+class RunsCode:
+    """Unpickling this runs Python code that writes `marker`: the proof that a loader ran pickled code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pickled code ran')",))

@@ -11,7 +11,6 @@ words, no job started (no log written), nothing touched.
 from __future__ import annotations
 
 import copy
-import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from advpipe import cli
-from wf import TINY, snakemake
+from wf import TINY, digests, snakemake
 
 GOOD = yaml.safe_load(TINY.read_text())
 
@@ -179,11 +178,6 @@ CASES = [
     Bad("study-names-an-unknown-attack", "reference", put("vrapi.attacks", ["fgsm", "pgd"]),
         ("config key 'vrapi.attacks.1': unknown attack 'pgd'",)),
 ]
-
-
-def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ run (the session's tiny run), asking for each row's first consumer. Each row the
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -25,20 +24,10 @@ import pytest
 import torch
 import yaml
 
-from wf import TINY, snakemake
+from wf import TINY, RunsCode, digests, snakemake
 
 pytestmark = pytest.mark.slow
 GOOD = yaml.safe_load(TINY.read_text())
-
-
-class RunsCode:
-    """Unpickling this would run Python code (it never must): writes `marker`."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (exec, (f"open({self.marker!r}, 'w').write('pickled code ran')",))
 
 
 @dataclass(frozen=True)
@@ -276,17 +265,12 @@ CASES = [
 ]
 
 
-def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and ".snakemake" not in p.parts}
-
-
 @pytest.fixture(scope="module")
 def refused(tiny_run, tmp_path_factory):
     """Every row's bad file in one copy of the good run, and one snakemake --keep-going over their consumers."""
     run = tmp_path_factory.mktemp("job_refusals") / "run"
     shutil.copytree(tiny_run, run, symlinks=True)
-    before = digests(run)
+    before = digests(run, skip=(".snakemake",))
     config = json.loads(json.dumps(GOOD))
     for case in CASES:
         for section, entries in case.make(run, case.name).items():
@@ -304,7 +288,7 @@ def test_the_catalogue_is_a_catalogue():
 
 def test_nothing_of_the_good_run_was_touched(refused):
     run, before, out = refused
-    after = digests(run)
+    after = digests(run, skip=(".snakemake",))
     assert {k: after.get(k) for k in before} == before
 
 
