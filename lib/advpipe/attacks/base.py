@@ -133,12 +133,12 @@ class Attack(ABC):
 
     @property
     def eps_list(self) -> list[float]:
-        """The K budgets this attack answers (a minimal attack: its search budget, inf when unbounded)."""
-        return parse_eps(self.eps)[0]
+        """The K budgets this attack answers (a minimal attack: its search budget, inf when unbounded: eps None)."""
+        return [math.inf] if self.eps is None else parse_eps(self.eps)[0]
 
     @property
     def is_grid(self) -> bool:
-        return parse_eps(self.eps)[1]
+        return self.eps is not None and parse_eps(self.eps)[1]
 
     def make_generators(self, device: torch.device) -> list[torch.Generator | None]:
         """One RNG per eps for attacks that draw random numbers, seeded from `seed` (else None)."""

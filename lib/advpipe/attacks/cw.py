@@ -1,7 +1,6 @@
 """Carlini-Wagner L2, batched, with cleverhans 3.1 semantics and defaults (SPEC 1 item 3)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,14 +38,6 @@ class CarliniWagnerL2(Attack):
     @property
     def minimal(self) -> bool:
         return True
-
-    @property
-    def eps_list(self) -> list[float]:
-        return [math.inf] if self.eps is None else super().eps_list
-
-    @property
-    def is_grid(self) -> bool:
-        return self.eps is not None and super().is_grid
 
     def __post_init__(self) -> None:
         super().__post_init__()

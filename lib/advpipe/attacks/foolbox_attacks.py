@@ -212,14 +212,6 @@ class FoolboxAttack(Attack):
     def minimal(self) -> bool:
         return self._minimal
 
-    @property
-    def eps_list(self) -> list[float]:
-        return [math.inf] if self.eps is None else super().eps_list
-
-    @property
-    def is_grid(self) -> bool:
-        return self.eps is not None and super().is_grid
-
     def make_generators(self, device: torch.device) -> list[torch.Generator | None]:
         """CPU generators that draw each batch's seed: one for a minimal attack (it runs once); one per eps for a
         fixed-budget one, seeded as the engine's gradient attacks seed theirs, so that an eps's outcome does not
