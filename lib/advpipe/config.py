@@ -159,8 +159,10 @@ def _inherit_datasets(config: dict[str, Any]) -> None:
     if not isinstance(models, dict):
         return
     for model in models.values():
-        base = models.get(((model or {}).get("defense") or {}).get("lesci", {}).get("base")) \
-            if isinstance(model, dict) and isinstance(model.get("defense"), dict) else None
+        try:  # a malformed entry is left to the schema, which names it
+            base = models.get(model["defense"]["lesci"]["base"])
+        except (KeyError, TypeError):
+            continue
         if isinstance(base, dict) and "dataset" in base:
             model.setdefault("dataset", base["dataset"])
 

@@ -25,7 +25,7 @@ from advpipe.data import load_split
 from advpipe.data.splits import validation_level_split
 from advpipe.defenses.lesci import LESCI, fit_pca, topk_cosine, vote
 from advpipe.io.atomic import atomic_path
-from advpipe.io.h5 import provenance, read_dump
+from advpipe.io.h5 import provenance, read_attrs, read_dump
 from advpipe.io.tables import write_csv
 from advpipe.metrics.lesci import lesci_metrics
 from advpipe.models import load_trained, save_trained
@@ -155,7 +155,7 @@ def grid(*, model_name: str, grid: Mapping[str, Any], min_accuracy: float, cente
     tables = []
     for layer in tqdm(grid["layers"], desc="grid search", unit="layer"):
         path = activations_h5s[layer]
-        num_classes = len(json.loads(h5py.File(path, "r").attrs["classes"]))
+        num_classes = len(json.loads(read_attrs(path)["classes"]))  # closes the file (a bare h5py.File leaked it)
         rows = grid_rows(read_part(path, "train"), read_part(path, "val"), grid["r"], grid["k"], grid["t"], center,
                          num_classes, seed)
         tables.append(pd.DataFrame(rows).assign(layer=layer))
