@@ -35,6 +35,7 @@ include: "rules/labels.smk"
 include: "rules/robustness.smk"
 include: "rules/lesci.smk"
 include: "rules/battery.smk"
+include: "rules/direction.smk"
 
 
 localrules:
@@ -73,8 +74,14 @@ rule lesci:
 
 localrules:
     battery,
+    direction,
 
 
 rule battery:
     input:
         battery_targets(),
+
+
+rule direction:
+    input:
+        direction_targets(),

@@ -2,8 +2,9 @@
 import re
 
 import advpipe.config
+import advpipe.sources
 from advpipe.labels.study import attack_level, label_attack_name, label_kinds, label_model_name
-from advpipe.pipeline.specs import attack_job, canonical, model_job
+from advpipe.pipeline.specs import attack_job, canonical, dx_estimator, model_job, train_job
 from advpipe.projections import PROJECTIONS, estimator_options
 
 R = config["results"]
@@ -11,6 +12,8 @@ VRAPI = config["vrapi"]
 EXPLANATIONS = config["explanations"]
 LABELS = config["labels"]
 ROBUSTNESS = config["robustness"]
+DIRECTION = config["direction"]
+ESTIMATORS = config["estimators"]
 LESCI = config["lesci"]
 LABEL_KINDS = label_kinds(LABELS) if LABELS["enabled"] else {}
 
@@ -18,6 +21,8 @@ LABEL_KINDS = label_kinds(LABELS) if LABELS["enabled"] else {}
 wildcard_constraints:
     model=r"[A-Za-z][A-Za-z0-9_-]*",
     attack=r"[A-Za-z][A-Za-z0-9_-]*",
+    estimator=r"[A-Za-z][A-Za-z0-9_-]*",
+    group=r"[A-Za-z][A-Za-z0-9_-]*",
     split="train|test",
     projection="|".join(sorted(PROJECTIONS, key=len, reverse=True)),
     trial=r"\d+",
@@ -138,7 +143,7 @@ def all_targets():
     targets = [f"{R}/representations/{m}/{s}.h5" for m, entry in config["models"].items() if "label" not in entry
                for s in config["represent"]["splits"]]
     return (targets + vrapi_targets() + explanations_targets() + labels_targets() + robustness_targets()
-            + lesci_targets() + battery_targets())
+            + lesci_targets() + battery_targets() + direction_targets())
 
 
 def lesci_targets():
@@ -211,10 +216,18 @@ def get_model_params(wildcards):
     return model_job(config, wildcards.model)
 
 
+def get_train_params(wildcards):
+    return train_job(config, wildcards.model)
+
+
 def get_train_inputs(wildcards):
-    """A label model trains on its label set, an input of the job, so a missing user file fails before any job."""
-    model = advpipe.config.entry(config, "models", wildcards.model)
-    return {"labels": label_set(model["label"]["name"])} if "label" in model else {}
+    """A label model trains on its label set, an input of the job, so a missing user file fails before any job; a
+    model with the cosine penalty on estimated directions trains on its estimator's dump of the training split."""
+    job = train_job(config, wildcards.model)
+    inputs = {"labels": label_set(job["model"]["label"]["name"])} if "label" in job["model"] else {}
+    if "dx_estimator" in job:
+        inputs["dx"] = estimate_h5(job["dx_estimator"], "train")
+    return inputs
 
 
 def get_attack_inputs(wildcards):
@@ -348,3 +361,70 @@ def get_battery_params(wildcards):
     settings = {k: v for k, v in BATTERY.items() if k not in ("enabled", "models", "attacks")}
     return canonical(dict(**model_job(config, wildcards.model), battery=settings,
                           attacks={a: advpipe.config.entry(config, "attacks", a) for a in BATTERY["attacks"]}))
+
+
+# ---- the gradient-direction study (SPEC 5) and the estimators of dx ----------------------------------------------
+
+def estimate_h5(estimator, split):
+    return f"{R}/estimators/{estimator}/{split}.h5"
+
+
+def direction_pairs():
+    """Every (model, attack) of the direction study's groups."""
+    if not DIRECTION["enabled"]:
+        return []
+    return list(dict.fromkeys((m, a) for g in DIRECTION["groups"].values() for m in g["models"] for a in g["attacks"]))
+
+
+def direction_models():
+    if not DIRECTION["enabled"]:
+        return []
+    return list(dict.fromkeys(m for g in DIRECTION["groups"].values() for m in g["models"]))
+
+
+def direction_targets():
+    """Each group's table and figure; every model's alignment; every estimator's similarity to a ground truth."""
+    if not DIRECTION["enabled"] or not DIRECTION["groups"]:
+        return []
+    targets = [f"{R}/direction/{g}.{ext}" for g in DIRECTION["groups"] for ext in ("csv",)]
+    targets += [f"{R}/figures/direction/{g}.{ext}" for g in DIRECTION["groups"] for ext in ("pdf", "png")]
+    targets += [f"{R}/alignment/{m}_summary.csv" for m in direction_models()]
+    targets += [f"{R}/estimators/{e}/similarity.csv" for e, spec in ESTIMATORS.items()
+                if advpipe.sources.has_ground_truth_dx(config["datasets"][spec["dataset"]])]
+    return targets
+
+
+def get_alignment_inputs(wildcards):
+    """The model, and its dataset's estimate of dx where the dataset has no ground truth."""
+    inputs = model_files(wildcards)
+    estimator = dx_estimator(config, advpipe.config.entry(config, "models", wildcards.model)["dataset"])
+    if estimator:
+        inputs["dx"] = estimate_h5(estimator, DIRECTION["split"])
+    return inputs
+
+
+def get_alignment_params(wildcards):
+    job = model_job(config, wildcards.model)
+    return canonical(dict(**job, split=DIRECTION["split"], batch_size=DIRECTION["batch_size"],
+                          dx_estimator=dx_estimator(config, job["model"]["dataset"])))
+
+
+def estimator_job(wildcards):
+    spec = advpipe.config.entry(config, "estimators", wildcards.estimator)
+    return canonical(dict(estimator_name=wildcards.estimator, estimator=spec,
+                          dataset=advpipe.config.entry(config, "datasets", spec["dataset"]), seed=config["seed"]))
+
+
+def get_estimate_params(wildcards):
+    return canonical(dict(**estimator_job(wildcards), split=wildcards.split))
+
+
+def get_direction_table_inputs(wildcards):
+    group = DIRECTION["groups"][wildcards.group]
+    return dict(alignment=[f"{R}/alignment/{m}_summary.csv" for m in group["models"]],
+                eps50=[f"{R}/robustness/{m}/{a}_eps50.csv" for m in group["models"] for a in group["attacks"]])
+
+
+def get_direction_table_params(wildcards):
+    group = DIRECTION["groups"][wildcards.group]
+    return canonical(dict(models=group["models"], attacks=group["attacks"], dpi=DIRECTION["plot"]["dpi"]))

@@ -8,7 +8,7 @@ rule train:
     wildcard_constraints:
         model=TRAINED_MODELS,
     params:
-        section=get_model_params,
+        section=get_train_params,
         # resumable state, saved every epoch outside the outputs; a rerun of a killed job continues from it
         state=f"{R}/.train_state/models/{{model}}.pt",
     log:

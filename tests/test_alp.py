@@ -20,7 +20,7 @@ from advpipe.runtime import derive_seed
 from advpipe.train import train_classifier
 from advpipe.train.alp import ALP_DEFAULTS, AdversarialLogitPairing, alp_loss
 from advpipe.train.loop import cross_entropy
-from advpipe.train.objectives import ALL_OBJECTIVE_DEFAULTS, OBJECTIVE_DEFAULTS, build_objective
+from advpipe.train.objectives import ALL_OBJECTIVE_DEFAULTS, DIRECTION_DEFAULTS, OBJECTIVE_DEFAULTS, build_objective
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -191,7 +191,7 @@ def test_no_global_random_draws():
 def test_build_objective_alp_defaults_and_refusals():
     assert ALP_DEFAULTS == {"alp": False, "alp_weight": 0.5, "alp_eps": "16/255", "alp_step": "2/255",
                             "alp_steps": 10, "alp_label_smoothing": 0.1}
-    assert ALL_OBJECTIVE_DEFAULTS == {**OBJECTIVE_DEFAULTS, **ALP_DEFAULTS}
+    assert ALL_OBJECTIVE_DEFAULTS == {**OBJECTIVE_DEFAULTS, **ALP_DEFAULTS, **DIRECTION_DEFAULTS}
     assert build_objective({}, num_classes=10, seed=0) is cross_entropy
     obj = build_objective({"alp": True}, num_classes=10, seed=3)
     assert isinstance(obj, AdversarialLogitPairing)

@@ -269,7 +269,7 @@ def test_cw_warm_start_variant_runs(correct):
 # ---- config -------------------------------------------------------------------------------------------
 
 def test_build_attack_defaults_and_registry():
-    assert set(ATTACKS) == {"fgsm", "bim", "pgd", "cw", "search", "foolbox"}
+    assert set(ATTACKS) == {"fgsm", "bim", "pgd", "cw", "search", "foolbox", "square"}
     cw = build_attack({"method": "cw"})
     assert (cw.learning_rate, cw.confidence, cw.initial_const, cw.binary_search_steps, cw.max_iterations,
             cw.abort_early) == (5e-3, 0.0, 1e-2, 5, 1000, True)

@@ -78,7 +78,8 @@ def test_bad_source_and_split():
         load_split({"source": "svhn"}, "train", "unused", 0)
     with pytest.raises(ValueError, match="split"):
         load_split(DIGITS, "val", "unused", 0)
-    assert SOURCES == ("digits", "mnist", "cifar10", "cifar100", "imagefolder", "npz", "tinyimagenet")
+    assert SOURCES == ("digits", "mnist", "cifar10", "cifar100", "imagefolder", "npz", "tinyimagenet", "spheres", "squares",
+                       "square32")
 
 
 # ---- MNIST: IDX files in MNIST/raw, as torchvision reads them ----------------------------------------------

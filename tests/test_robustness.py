@@ -90,6 +90,14 @@ def test_eps50_edge_cases() -> None:
     assert eps50([0, 1, 2, 3], [0.1, 0.05, 0.7, 0.6]) == pytest.approx(1 + 0.45 / 0.65)
 
 
+def test_eps50_no_crossing_gives_0() -> None:
+    # SPEC 5 step 4: no consecutive pair (a, b) with err_a < thr <= err_b -> 0, as the original's loop leaves it
+    above = ([0, 0.1, 0.2], [0.55, 0.7, 0.9])  # at or above thr = 0.5 from the clean point on
+    assert eps50(*above) == 0.0 == original_eps50(*above)
+    with pytest.warns(RuntimeWarning, match="not measurable"):  # never fooled: thr = -0.01
+        assert eps50([0, 0.1, 0.2], [0.0, 0.0, 0.0]) == 0.0 == original_eps50([0, 0.1, 0.2], [0.0, 0.0, 0.0])
+
+
 def test_eps50_unmeasurable_threshold_warns() -> None:
     with pytest.warns(RuntimeWarning, match="not measurable"):
         assert eps50([0, 1, 2], [0.0, 0.0, 0.005]) == 0.0

@@ -6,5 +6,5 @@ from advpipe.pipeline import train
 
 log = start_job(snakemake)
 train.run(**snakemake.params.section, out_dir=Path(snakemake.output.model).parent,
-          label_path=snakemake.input.get("labels"), data_root=snakemake.config["data_root"],
+          label_path=snakemake.input.get("labels"), dx_path=snakemake.input.get("dx"), data_root=snakemake.config["data_root"],
           device=snakemake.config["device"], state_path=snakemake.params.state, log=log)

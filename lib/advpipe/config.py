@@ -19,6 +19,7 @@ import yaml
 from advpipe import yamlio
 from advpipe.errors import InputError
 from advpipe.schema_words import Validator, accepted, explain, names_a_key, resolve
+from advpipe.sources import has_ground_truth_dx, resolve_space
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
@@ -224,8 +225,9 @@ def _check_labels(study: Mapping[str, Any], config: Mapping[str, Any]) -> list[s
     return problems
 
 
-def _declared_shape(dataset: Mapping[str, Any]) -> tuple[int, int, int] | None:
-    """(C, H, W) of a dataset's images where the config tells (None for an npz file: its data will)."""
+def _declared_shape(dataset: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """(C, H, W) of a dataset's images, (1, D) of its vectors, where the config tells (None for an npz file: its
+    data will)."""
     from advpipe.data.datasets import _TORCHVISION, TINYIMAGENET_SHAPE
 
     source = dataset["source"]
@@ -238,6 +240,12 @@ def _declared_shape(dataset: Mapping[str, Any]) -> tuple[int, int, int] | None:
         return info.in_channels, info.image_size, info.image_size
     if source == "imagefolder":
         return 1 if dataset["grayscale"] else 3, dataset["image_size"], dataset["image_size"]
+    if source == "spheres":  # vectors: one "channel" of dim values
+        return 1, dataset.get("dim", 500)
+    if source == "squares":  # always 224 (SPEC 5); image_size sizes square32 only
+        return 1, 224, 224
+    if source == "square32":
+        return 1, dataset["image_size"], dataset["image_size"]
     return None
 
 
@@ -251,18 +259,25 @@ def _check_budgets(config: Mapping[str, Any]) -> list[str]:
         if study["enabled"]:
             for attack in study["attacks"]:
                 paired.setdefault(attack, []).extend(m for m in study["models"] if m in config["models"])
+    if config["direction"]["enabled"]:
+        for group in config["direction"]["groups"].values():
+            for attack in group["attacks"]:
+                paired.setdefault(attack, []).extend(m for m in group["models"] if m in config["models"])
     problems: dict[tuple[str, str], str] = {}
     for name, attack in config["attacks"].items():
-        space = attack.get("space", "pixels")
         for model_name in dict.fromkeys(paired.get(name) or [None]):
             model = config["models"].get(model_name, {})
-            shape = _declared_shape(config["datasets"][model["dataset"]]) if model else None
+            dataset = config["datasets"][model["dataset"]] if model else None
+            space = resolve_space(attack, dataset).get("space", "pixels") if dataset else attack.get("space", "pixels")
+            if space == "data":  # no model to tell the range: the attack job checks it on the data
+                break
+            shape = _declared_shape(dataset) if model else None
             if isinstance(space, list) and space[0] >= space[1]:
                 break  # reported as a bad space
             normalize = model.get("normalize", "none") if "arch" in model else None  # a checkpoint's: in its json
             widths = space_widths(space, normalize, shape[0] if shape else None) if model or space != "normalized" \
                 else None
-            for key, problem in budget_problems(attack, widths, shape[1] * shape[2] if shape else None):
+            for key, problem in budget_problems(attack, widths, math.prod(shape[1:]) if shape else None):
                 on = f" (on model {model_name!r}, dataset {model['dataset']!r})" if model else ""
                 problems.setdefault((name, key), f"config key 'attacks.{name}.{key}': {problem}{on}")
     return list(problems.values())
@@ -323,6 +338,49 @@ def _check_battery(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _check_direction(config: Mapping[str, Any]) -> list[str]:
+    """SPEC 5's parts: the names the direction study, the estimators and the models' training refer to; a one-logit
+    model or a vrgan estimator on a dataset that is not binary; a cosine penalty without a source of dx."""
+    problems = []
+    models, attacks, datasets = config["models"], config["attacks"], config["datasets"]
+    for g, group in config["direction"]["groups"].items():
+        for key, known, what in (("models", models, "model"), ("attacks", attacks, "attack")):
+            for i, name in enumerate(group.get(key, [])):
+                if name not in known:
+                    problems.append(_unknown(f"direction.groups.{g}.{key}.{i}", name, what, known))
+    for name, est in config["estimators"].items():
+        if est["dataset"] not in datasets:
+            problems.append(_unknown(f"estimators.{name}.dataset", est["dataset"], "dataset", datasets))
+    for ds, est in config["direction"]["estimates"].items():
+        if ds not in datasets:
+            problems.append(_unknown(f"direction.estimates.{ds}", ds, "dataset", datasets))
+        elif est not in config["estimators"]:
+            problems.append(_unknown(f"direction.estimates.{ds}", est, "estimator", config["estimators"]))
+        elif config["estimators"][est]["dataset"] != ds:
+            problems.append(f"config key 'direction.estimates.{ds}': estimator {est!r} is trained on "
+                            f"{config['estimators'][est]['dataset']!r}; expected one trained on {ds!r}")
+    for name, model in models.items():
+        if "defense" in model:
+            continue
+        path = f"models.{name}.train"
+        recipe = model["train"]
+        objective = recipe["objective"]
+        for key, where in (("attack_training", f"{path}.objective.attack_training"),
+                           ("select_attack", f"{path}.select_attack")):
+            value = objective.get(key) if key == "attack_training" else recipe.get(key)
+            if value is not None and value not in attacks:
+                problems.append(_unknown(where, value, "attack", attacks))
+        if objective.get("attack_training") and (objective["adversarial_training"] or objective.get("alp")):
+            problems.append(f"config key '{path}.objective.attack_training': trains on the attack's adversarials; "
+                            "it does not combine with adversarial_training or alp (set those false)")
+        dataset = datasets.get(model["dataset"])
+        if objective.get("cosine_penalty") and dataset is not None and not has_ground_truth_dx(dataset) \
+                and model["dataset"] not in config["direction"]["estimates"]:
+            problems.append(f"config key '{path}.objective.cosine_penalty': dataset {model['dataset']!r} has no "
+                            "ground-truth dx; expected direction.estimates to name an estimator for it")
+    return problems
+
+
 def _cross_check(config: Mapping[str, Any]) -> list[str]:
     """Checks a schema cannot express: names that must refer to other entries or to registries, budgets the inputs
     cannot hold, ranges and paths."""
@@ -347,6 +405,7 @@ def _cross_check(config: Mapping[str, Any]) -> list[str]:
             if name not in config[key] and not name.startswith("labels_"):  # the label study generates those
                 problems.append(_unknown(f"robustness.{key}.{i}", name, what, config[key]))
     problems += _check_battery(config)
+    problems += _check_direction(config)
     study = config["vrapi"]
     if study["enabled"]:
         if not study["models"] or not study["attacks"]:

@@ -9,9 +9,10 @@ from advpipe.attacks.gradient import BIM, FGSM, PGD, GradientAttack, quantize_to
 from advpipe.attacks.losses import make_loss
 from advpipe.attacks.norms import perturbation_norms
 from advpipe.attacks.search import PerturbationSearch, SearchResult, perturbation_search, rms, step_sizes
+from advpipe.attacks.square import Square
 
 __all__ = ["ATTACKS", "Attack", "AttackContext", "AttackResult", "BIM", "CarliniWagnerL2", "Criterion", "FGSM",
            "FOOLBOX1_TO_3", "FoolboxAttack", "GRADIENT_FREE", "PGD", "GradientAttack", "PerturbationSearch",
-           "SearchResult", "build_attack", "build_criterion", "frozen_norm_stats", "make_loss", "parse_eps",
+           "SearchResult", "Square", "build_attack", "build_criterion", "frozen_norm_stats", "make_loss", "parse_eps",
            "parse_fraction", "perturbation_norms", "perturbation_search", "quantize_to_grid", "random_targets",
            "register", "rms", "step_sizes", "uses_gradients"]

@@ -1,5 +1,6 @@
 """Datasets by config entry: bundled digits, torchvision MNIST/CIFAR-10/CIFAR-100 from data_root, image folders,
-arrays of your own in an .npz file, and Tiny ImageNet in its official layout (SPEC 4).
+arrays of your own in an .npz file, Tiny ImageNet in its official layout (SPEC 4), and SPEC 5's synthetic
+spheres / squares / square32 (synthetic.py). Any source can keep a few of its classes (`subset_classes`).
 
 Every loader ends in `_to_split`: images arrive on the 0..255 scale (or 0..1 for float arrays), become float32
 in [0, 1] (N, C, H, W), and are validated, so all sources share one conversion and one check. Bad data raises
@@ -8,6 +9,7 @@ DataError (a ValueError) naming the file and what was expected; missing files ra
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import pickle
@@ -22,20 +24,19 @@ from zlib import error as zlib_error
 import numpy as np
 import torch
 
-from .splits import Split, stratified_split
-from advpipe.errors import InputError
+from . import synthetic
+from .splits import DataError, Split, stratified_split, take
+from .synthetic import SYNTHETIC_SOURCES
 
-SOURCES = ("digits", "mnist", "cifar10", "cifar100", "imagefolder", "npz", "tinyimagenet")
-SPLITS = ("train", "test")
-
-
-class DataError(InputError, ValueError):
-    """A dataset file is unreadable or holds values a model cannot take; the message names the file."""
+SOURCES = ("digits", "mnist", "cifar10", "cifar100", "imagefolder", "npz", "tinyimagenet") + SYNTHETIC_SOURCES
+# "validation" exists only for sources with a fixed validation set of their own (has_validation_split).
+SPLITS = ("train", "validation", "test")
 
 
 @dataclass
 class DatasetInfo:
-    """What a model needs to know about a dataset: input shape, classes, normalisation statistics."""
+    """What a model needs to know about a dataset: input shape, classes, normalisation statistics (of the
+    pixels), and the natural value range: natural = lo + (hi - lo) * pixels."""
 
     in_channels: int
     image_size: int
@@ -43,6 +44,12 @@ class DatasetInfo:
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    shape: tuple[int, ...] = ()  # per-sample shape of x: (C, H, W), or (D,) for vectors; () -> (C, S, S)
+    range: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if not self.shape:
+            self.shape = (self.in_channels, self.image_size, self.image_size)
 
 
 @dataclass(frozen=True)
@@ -74,15 +81,44 @@ _TORCHVISION = {
 
 
 def load_split(cfg: dict[str, Any], split: str, data_root: str | Path, seed: int) -> Split:
-    """Load the `split` ("train" or "test") of the dataset configured by `cfg` (a `datasets:` entry)."""
+    """Load the `split` ("train", "test", or "validation" where has_validation_split) of the dataset configured by
+    `cfg` (a `datasets:` entry), keeping only `subset_classes` when given. Spheres' "train" is epoch 1's sample
+    (see epoch_split)."""
     source = _check(cfg, split)
+    if split == "validation" and not has_validation_split(cfg):
+        raise DataError(f"dataset source {source!r} has no validation split of its own (only "
+                        f"{', '.join(SYNTHETIC_SOURCES)} have one); expected split 'train' or 'test', or a "
+                        "validation share held out of the training split (the train recipe's validation_fraction)")
+    return _select_classes(_load_source(cfg, source, split, Path(data_root), seed), cfg)
+
+
+def epoch_split(cfg: dict[str, Any], epoch: int, data_root: str | Path, seed: int) -> Split | None:
+    """The training samples of epoch `epoch` (1-based) for sources that draw fresh samples every epoch (spheres),
+    deterministic per (seed, epoch); None for sources with fixed training data (use load_split)."""
+    source = _check(cfg, "train")
+    if source != "spheres":
+        return None
+    return _select_classes(synthetic.sphere_split(cfg, "train", seed, epoch), cfg)
+
+
+def has_validation_split(cfg: dict[str, Any]) -> bool:
+    """Whether load_split(cfg, "validation", ...) exists: the source has a fixed validation set of its own."""
+    return cfg.get("source") in SYNTHETIC_SOURCES
+
+
+def _load_source(cfg: dict[str, Any], source: str, split: str, data_root: Path, seed: int) -> Split:
+    """One split of the source, all classes."""
+    if source == "spheres":
+        return synthetic.sphere_split(cfg, split, seed)
+    if source in SYNTHETIC_SOURCES:
+        return synthetic.square_split(cfg, split, data_root)
     if source in _TORCHVISION:
-        images, labels, classes, name = _read_torchvision(source, cfg, split == "train", Path(data_root))
+        images, labels, classes, name = _read_torchvision(source, cfg, split == "train", data_root)
         return _to_split(images, labels, np.arange(len(labels), dtype=np.int64), classes, name)
     if source == "tinyimagenet":  # official split: train/ for training, val/ (labelled) as the test split
-        images, labels, classes, name = _read_tinyimagenet(cfg, split, Path(data_root))
+        images, labels, classes, name = _read_tinyimagenet(cfg, split, data_root)
         return _to_split(images, labels, np.arange(len(labels), dtype=np.int64), classes, name)
-    images, labels, classes, name, scale = _read_unsplit(cfg, Path(data_root))
+    images, labels, classes, name, scale = _read_unsplit(cfg, data_root)
     _check_classes(classes, name)
     _check_split_sizes(len(labels), len(classes), cfg.get("test_fraction", 0.3), name)
     try:
@@ -96,35 +132,105 @@ def load_split(cfg: dict[str, Any], split: str, data_root: str | Path, seed: int
 
 
 def dataset_info(cfg: dict[str, Any], data_root: str | Path, seed: int) -> DatasetInfo:
-    """Shape, classes and normalisation statistics of a dataset; torchvision sets are not loaded for it."""
+    """Shape, classes, normalisation statistics and natural range of a dataset; torchvision sets are not loaded
+    for it, nor the synthetic sources' training data."""
     source = _check(cfg, "train")
-    if source in _TORCHVISION:
-        spec, root = _TORCHVISION[source], Path(data_root)
-        _ensure_present(source, cfg, root)
+    info = _source_info(cfg, source, Path(data_root), seed)
+    return dataclasses.replace(info, range=synthetic.declared_range(cfg))
+
+
+def _source_info(cfg: dict[str, Any], source: str, data_root: Path, seed: int) -> DatasetInfo:
+    if source == "spheres":  # exact expectations of the pixel statistics: nothing generated
+        dim, radii = synthetic.sphere_params(cfg)
+        classes = _kept_classes(synthetic.sphere_classes(radii), cfg)
+        mean, std = synthetic.sphere_stats(cfg)
+        return DatasetInfo(1, dim, len(classes), classes, mean, std, shape=(dim,))
+    if source in SYNTHETIC_SOURCES:
+        # Statistics of the fixed validation split (200 images by default, cached): cheap, and the same for
+        # every seed since the squares' seeds are fixed.
+        val = load_split(cfg, "validation", data_root, seed)
+        x = val.x.double()
+        side = val.x.shape[-1]
+        return DatasetInfo(1, side, len(val.classes), list(val.classes), (x.mean().item(),),
+                           (x.std(correction=0).item(),), shape=(1, side, side))
+    if source in _TORCHVISION:  # published statistics of the whole set, also under subset_classes
+        spec = _TORCHVISION[source]
+        _ensure_present(source, cfg, data_root)
         if source == "mnist":
             classes = list(spec.cls.classes)
         else:  # CIFAR class names live in the small meta pickle
             meta = spec.cls.meta
-            classes = list(_read_pickle(root / spec.cls.base_folder / meta["filename"])[meta["key"]])
+            classes = list(_read_pickle(data_root / spec.cls.base_folder / meta["filename"])[meta["key"]])
+        classes = _kept_classes(classes, cfg)
         return DatasetInfo(spec.in_channels, spec.image_size, len(classes), classes, spec.mean, spec.std)
     if source == "tinyimagenet":
-        return _tinyimagenet_info(cfg, Path(data_root))
-    # Sources without published statistics: computed on the training split, so deterministic per seed.
+        info = _tinyimagenet_info(cfg, data_root)
+        classes = _kept_classes(info.classes, cfg)
+        return dataclasses.replace(info, classes=classes, num_classes=len(classes))
+    # Sources without published statistics: computed on the training split (of the kept classes), so
+    # deterministic per seed.
     train = load_split(cfg, "train", data_root, seed)
     x = train.x.transpose(0, 1).reshape(train.x.shape[1], -1).double()  # (C, N*H*W)
     return DatasetInfo(in_channels=train.x.shape[1], image_size=train.x.shape[-1], num_classes=len(train.classes),
                        classes=list(train.classes), mean=tuple(x.mean(1).tolist()),
-                       std=tuple(x.std(1, correction=0).tolist()))
+                       std=tuple(x.std(1, correction=0).tolist()), shape=tuple(train.x.shape[1:]))
 
 
 def _check(cfg: dict[str, Any], split: str) -> str:
-    """Validate the source and split names; return the source."""
+    """Validate the source and split names and the source-specific keys; return the source."""
     source = cfg.get("source")
     if source not in SOURCES:
         raise ValueError(f"dataset source must be one of {SOURCES}, got {source!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    synthetic.check_keys(cfg)
     return source
+
+
+# ---- subset_classes: keep some classes of any source, relabelled 0..k-1 in the given order -----------------
+
+def _class_positions(cfg: dict[str, Any], classes: list[str]) -> list[int] | None:
+    """Source class indices named by `subset_classes` (indices or class names), in its order; None if absent."""
+    wanted = cfg.get("subset_classes")
+    if wanted is None:
+        return None
+    what = (f"expected a list of at least 2 different classes of source {cfg['source']!r}, each an index in "
+            f"0..{len(classes) - 1} or one of its names {classes[:12]}{' ...' if len(classes) > 12 else ''}")
+    if not isinstance(wanted, (list, tuple)) or len(wanted) < 2:
+        raise DataError(f"dataset key `subset_classes`: {wanted!r}; {what}")
+    keep = []
+    for c in wanted:
+        if isinstance(c, int) and not isinstance(c, bool) and 0 <= c < len(classes):
+            keep.append(c)
+        elif isinstance(c, str) and c in classes:
+            keep.append(classes.index(c))
+        else:
+            raise DataError(f"dataset key `subset_classes`: {c!r} is not a class of the source; {what}")
+    if len(set(keep)) < len(keep):
+        raise DataError(f"dataset key `subset_classes`: {wanted!r} names a class twice; {what}")
+    return keep
+
+
+def _kept_classes(classes: list[str], cfg: dict[str, Any]) -> list[str]:
+    keep = _class_positions(cfg, classes)
+    return list(classes) if keep is None else [classes[k] for k in keep]
+
+
+def _select_classes(split: Split, cfg: dict[str, Any]) -> Split:
+    """The samples of the `subset_classes` only, relabelled by their position in that list; index unchanged."""
+    keep = _class_positions(cfg, split.classes)
+    if keep is None:
+        return split
+    relabel = torch.full((len(split.classes),), -1, dtype=torch.int64)
+    relabel[torch.tensor(keep)] = torch.arange(len(keep))
+    new_y = relabel[split.y]
+    kept = take(split, torch.nonzero(new_y >= 0).flatten().numpy())
+    if len(kept) == 0:
+        raise DataError(f"dataset key `subset_classes`: {cfg['subset_classes']!r} keeps no sample of this split of "
+                        f"source {cfg['source']!r}; expected classes that have samples")
+    kept.y = new_y[new_y >= 0]
+    kept.classes = [split.classes[k] for k in keep]
+    return kept
 
 
 def _check_classes(classes: list[str], name: str) -> None:

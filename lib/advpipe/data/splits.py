@@ -1,20 +1,32 @@
-"""Splits: the per-sample container every loader returns, seeded stratified splits and subsets."""
+"""Splits: the per-sample container every loader returns, seeded stratified splits and subsets; the mapping
+between pixels and a dataset's natural value range."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from advpipe.errors import InputError
+
+
+class DataError(InputError, ValueError):
+    """A dataset file is unreadable or holds values a model cannot take; the message names the file."""
+
 
 @dataclass
 class Split:
-    """One split of a dataset: images, labels and each sample's stable index in the source dataset."""
+    """One split of a dataset: images, labels and each sample's stable index in the source dataset.
 
-    x: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    `extras` holds further per-sample tensors, each (N, ...), sliced along with x: e.g. "dx", the ground-truth
+    vector to the closest point of the other class (SPEC 5), in the dataset's natural units (see to_natural).
+    """
+
+    x: torch.Tensor  # (N, C, H, W) images or (N, D) vectors, float32 pixels in [0, 1]
     y: torch.Tensor  # (N,) int64
     index: np.ndarray  # (N,) int64, the sample's position in the source dataset (dumps join on it)
     classes: list[str]
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -23,7 +35,23 @@ class Split:
 def take(split: Split, positions: np.ndarray) -> Split:
     """The samples of `split` at `positions` (positions within the split, not dataset indices)."""
     pos = torch.as_tensor(np.asarray(positions, dtype=np.int64))
-    return Split(x=split.x[pos], y=split.y[pos], index=split.index[pos.numpy()], classes=list(split.classes))
+    return Split(x=split.x[pos], y=split.y[pos], index=split.index[pos.numpy()], classes=list(split.classes),
+                 extras={k: v[pos] for k, v in split.extras.items()})
+
+
+def to_natural(x: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
+    """Pixels in [0, 1] -> the dataset's natural units: lo + (hi - lo) * x (DatasetInfo.range).
+
+    A difference of two samples (a perturbation, Split.extras["dx"]) scales by hi - lo only, without lo.
+    """
+    lo, hi = value_range
+    return x * (hi - lo) + lo
+
+
+def to_pixels(x: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
+    """Natural units -> pixels in [0, 1]: (x - lo) / (hi - lo), the inverse of to_natural."""
+    lo, hi = value_range
+    return (x - lo) / (hi - lo)
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

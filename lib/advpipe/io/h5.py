@@ -107,13 +107,20 @@ LAYOUTS: dict[str, Layout] = {
     "x_adv": Layout(("N", None, None, None)),
     "clean": Layout(("N", "P")),  # projections: 2-D points (P = 2) of the clean and the adversarial rows
     "adv": Layout(("N", "P")),
+    # estimators of dx (SPEC 5; pipeline/estimate.py), flattened per sample (attr sample_shape): the direct
+    # method's one direction per image, the indirect method's one per (image, class) with its reconstruction
+    "dx": Layout(("N", "F")),
+    "dx_all": Layout(("N", "C", "F")),
+    "x_hat": Layout(("N", "C", "F")),
+    "mse": Layout(("N", "C")),
     # LESCI's activation exports (pipeline/lesci.py): M = the layer's size
     **{f"{part}_{key}": layout for part in ("train", "val") for key, layout in (
         ("activation", Layout(("N", "M"))), ("label", Layout(("N",), "int")), ("pred", Layout(("N",), "int")),
         ("index", Layout(("N",), "int")))},
 }
 
-_DIM_NAMES = {"N": "samples", "C": "classes", "D": "features", "K": "eps values", "P": "projection axes"}
+_DIM_NAMES = {"N": "samples", "C": "classes", "D": "features", "K": "eps values", "P": "projection axes",
+              "F": "input values per sample"}
 _KIND_WORDS = {"int": "integers", "bool": "booleans (or 0/1)", "num": "numbers"}
 
 

@@ -22,9 +22,12 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
 
 def save_class_samples(x: np.ndarray, labels: np.ndarray, index: np.ndarray, classes: Sequence[str],
                        out_dir: str | os.PathLike, per_class: int) -> int:
-    """Save the first `per_class` images (x: (N,C,H,W) in [0,1]) of each class; return how many were written."""
+    """Save the first `per_class` images (x: (N,C,H,W) in [0,1]) of each class; return how many were written.
+    Samples that are not images (SPEC 5's 500-d sphere vectors) leave the folder empty."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if np.ndim(x) != 4:
+        return 0
     pixels = to_uint8(x)
     written = 0
     for c, name in enumerate(classes):

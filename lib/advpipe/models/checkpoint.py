@@ -59,12 +59,17 @@ def read_spec(model_dir: str | os.PathLike) -> dict[str, Any]:
 def build_from_spec(spec: Mapping[str, Any]) -> Classifier:
     """An untrained network as model.json describes it. A spec with `label: {kind, shape}` (SPEC 3, a
     non-category label) is the backbone wrapped in the label head of that shape; its label tensors are a
-    buffer of the state_dict, zero until loaded."""
+    buffer of the state_dict, zero until loaded. `one_logit: true` (SPEC 5) builds a binary model (num_classes 2)
+    with one output; `input_shape` (the per-sample shape) reaches the architectures that take it (vectors)."""
+    one_logit = bool(spec.get("one_logit", False))
     model = build_model(spec["arch"], in_channels=spec["in_channels"], num_classes=spec["num_classes"],
                         image_size=spec["image_size"], mean=spec.get("mean"), std=spec.get("std"),
-                        **spec.get("arch_args", {}))
+                        input_shape=spec.get("input_shape"), one_logit=one_logit, **spec.get("arch_args", {}))
+    note = model.init_note
     label = spec.get("label")
     if label and label.get("kind") != "category":
+        if one_logit:
+            raise ValueError("one_logit: a label model regresses label tensors; it has no one-logit form")
         from advpipe.models.label_heads import wrap_label_model  # only label models need it
         model = wrap_label_model(model, torch.zeros(spec["num_classes"], *label["shape"]))
     lesci = spec.get("defense", {}).get("lesci")
@@ -72,16 +77,26 @@ def build_from_spec(spec: Mapping[str, Any]) -> Classifier:
         from advpipe.defenses.lesci import wrap_lesci
 
         model = wrap_lesci(model, {**lesci, "num_classes": spec["num_classes"]})
+    model.init_note = note  # the training log reads it from whatever wraps the network
     return model
+
+
+def spec_input_shape(spec: Mapping[str, Any]) -> tuple[int, ...]:
+    """The per-sample input shape model.json states: `input_shape`, or (in_channels, image_size, image_size) in
+    specs written before it existed (images only)."""
+    if spec.get("input_shape") is not None:
+        return tuple(int(s) for s in spec["input_shape"])
+    return (spec["in_channels"], spec["image_size"], spec["image_size"])
 
 
 def check_fits_data(model_dir: str | os.PathLike, input_shape: tuple[int, ...], classes: list[str],
                     dataset: str) -> None:
-    """CheckpointError unless the model was trained on inputs of `input_shape` (C, H, W) and on `classes`,
-    those of `dataset` (named in the message); the network would otherwise fail deep inside or mislabel."""
+    """CheckpointError unless the model was trained on inputs of `input_shape` (the per-sample shape: (C, H, W),
+    or (D,) for vectors) and on `classes`, those of `dataset` (named in the message); the network would otherwise
+    fail deep inside or mislabel."""
     spec = read_spec(model_dir)
     path = Path(model_dir) / "model.pt"
-    trained = (spec["in_channels"], spec["image_size"], spec["image_size"])
+    trained = spec_input_shape(spec)
     if tuple(input_shape) != trained:
         raise CheckpointError(f"{path}: trained on inputs of shape {trained} (model.json) but dataset {dataset!r} "
                               f"has inputs of shape {tuple(input_shape)}; expected a model trained on that "
@@ -107,7 +122,7 @@ def load_trained(model_dir: str | os.PathLike, device: str | torch.device = "cpu
     expected = f"expected a state_dict of plain tensors for {spec['arch']!r}, as save_trained writes"
     if not path.is_file():
         raise CheckpointError(f"{path}: file does not exist; {expected}")
-    state = _read_state(path, expected)
+    state = read_state(path, expected)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         what = type(state).__name__ if not isinstance(state, dict) else "dict holding values other than tensors"
         raise CheckpointError(f"{path}: holds a {what}; {expected}")
@@ -135,7 +150,7 @@ _DETAIL = re.compile(r"WeightsUnpickler error:\s*(.*?)\s*(?:\n\nCheck the docume
 _ZIP = b"PK\x03\x04"
 
 
-def _read_state(path: Path, expected: str) -> Any:
+def read_state(path: str | os.PathLike, expected: str) -> Any:
     """torch.load(path) with weights_only=True; CheckpointError naming the file and the cause: a file whose pickle
     references code (refused: loading it would run that code) or one that is empty, truncated or not a checkpoint."""
     with open(path, "rb") as f:
@@ -181,12 +196,18 @@ def _disagreement(spec: Mapping[str, Any], built: Mapping[str, torch.Tensor], st
         return f"{arch} in model.json: {'; '.join(parts)}"
     # Which field: the class count shows in the final layer (or a label model's label buffer), the input channels
     # in the normalisation buffers every Classifier carries; other shapes follow arch_args and image_size.
-    for key in ("labels", "head.weight"):
-        if differs(key) and state[key].ndim and built[key].shape[0] != state[key].shape[0]:
-            return (f"num_classes {spec['num_classes']} in model.json vs {state[key].shape[0]} outputs in model.pt's "
-                    f"final layer ({key} of shape {_shape(state[key])})" if key == "head.weight" else
-                    f"num_classes {spec['num_classes']} in model.json vs {state[key].shape[0]} labels in model.pt's "
-                    f"{key} buffer of shape {_shape(state[key])}")
+    if differs("labels") and state["labels"].ndim and built["labels"].shape[0] != state["labels"].shape[0]:
+        return (f"num_classes {spec['num_classes']} in model.json vs {state['labels'].shape[0]} labels in model.pt's "
+                f"labels buffer of shape {_shape(state['labels'])}")
+    if differs("head.weight") and state["head.weight"].ndim and \
+            built["head.weight"].shape[0] != state["head.weight"].shape[0]:
+        outputs = state["head.weight"].shape[0]
+        final = f"final layer (head.weight of shape {_shape(state['head.weight'])})"
+        if spec.get("one_logit"):  # one output d for the 2 classes (SPEC 5)
+            return (f"one_logit true in model.json (1 output for its {spec['num_classes']} classes) vs {outputs} "
+                    f"outputs in model.pt's {final}")
+        hint = " (a one-logit binary model, whose model.json says one_logit: true?)" if outputs == 1 else ""
+        return f"num_classes {spec['num_classes']} in model.json vs {outputs} outputs in model.pt's {final}{hint}"
     if differs("mean") and state["mean"].ndim == 4:  # (1, C, 1, 1)
         return (f"in_channels {spec['in_channels']} in model.json vs {state['mean'].shape[1]} channel(s) in model.pt "
                 f"(its normalisation buffer 'mean' has shape {_shape(state['mean'])})")
@@ -194,6 +215,8 @@ def _disagreement(spec: Mapping[str, Any], built: Mapping[str, torch.Tensor], st
     if shapes:
         shown = ", ".join(f"{k} {_shape(state[k])} in model.pt vs {_shape(built[k])} from model.json"
                           for k in shapes[:3])
-        return (f"{arch}, image_size {spec['image_size']} in model.json give other layer shapes than model.pt's: "
+        size = (f"input_shape {list(spec['input_shape'])}" if spec.get("input_shape") is not None
+                else f"image_size {spec['image_size']}")
+        return (f"{arch}, {size} in model.json give other layer shapes than model.pt's: "
                 f"{shown}" + (f" (and {len(shapes) - 3} more)" if len(shapes) > 3 else ""))
     return ""

@@ -77,9 +77,10 @@ def _runs_on(arch: str, args_key: str, in_channels: int, side: int) -> bool:
         with warnings.catch_warnings():  # e.g. "Initializing zero-element tensors" for a 0-wide layer
             warnings.simplefilter("ignore")
             # The global RNG is not touched: the probe must not change the weights a job draws next.
+            # A pretrained-weights file (tv_resnet18's `weights`) changes no shape: not read for a probe.
+            args = {k: v for k, v in json.loads(args_key).items() if k != "weights"}
             with torch.random.fork_rng(devices=[]):
-                model = build_model(arch, in_channels=in_channels, num_classes=2, image_size=side,
-                                    **json.loads(args_key))
+                model = build_model(arch, in_channels=in_channels, num_classes=2, image_size=side, **args)
             model.eval()
             with torch.no_grad():
                 model(torch.zeros(1, in_channels, side, side))
@@ -109,9 +110,14 @@ def check_input_size(spec: Mapping[str, Any], dataset: str, model: torch.nn.Modu
                      where: str = "") -> None:
     """DataError unless the network model.json's `spec` describes runs on the dataset's images (spec's in_channels
     and image_size); names the dataset (`dataset`, its config name, and `where`: its file), its image size, the
-    architecture and the smallest image side it needs."""
+    architecture and the smallest image side it needs. Vector samples (`input_shape` (D,)) always pass."""
     from advpipe.data import DataError  # data does not import models: no cycle, but kept local to this check
 
+    shape = spec.get("input_shape")
+    if shape is not None and (len(shape) != 3 or shape[1] != shape[2]):
+        # Vectors (SPEC 5's Spheres) have no pooling or stride to shrink away, and the search below is over square
+        # images: nothing to refuse here.
+        return
     arch, args, side = spec["arch"], dict(spec.get("arch_args", {})), int(spec["image_size"])
     need = input_size_problem(arch, args, spec["in_channels"], side, model)
     if need is not None:

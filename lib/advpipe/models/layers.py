@@ -2,8 +2,8 @@
 
 A layer is named `penultimate` (the representation, the body's output: every model has it), `body.<i>` (the
 i-th module of the body, for any architecture whose body is a Sequential), or an alias of the architecture's
-own table: the challenge's ResNet-18 names of SPEC 4 (`act2_first_conv` ... `act8_global_avg`) and the small
-CNN's conv/pool outputs.
+own table: the challenge's ResNet-18 names of SPEC 4 (`act2_first_conv` ... `act8_global_avg`), the small
+CNN's conv/pool outputs and torchvision's ResNet-18 child names. The MLP has `penultimate` and `body.<i>`.
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ _ALIASES: dict[str, dict[str, int]] = {
                  "act8_global_avg": 12},
     # body: conv, relu, conv, relu, maxpool, flatten, linear, relu (models/cnn.py).
     "SmallCNN": {"conv1": 1, "conv2": 3, "pool": 5},
+    # body: input, then torchvision's own children by their names (models/tv_resnet.py).
+    "TVResNet18": {"conv1": 1, "relu": 3, "layer1": 5, "layer2": 6, "layer3": 7, "layer4": 8, "avgpool": 9},
 }
 
 

@@ -36,12 +36,19 @@ def norms_stats(norms: Mapping[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame({k: v for k, v in norms.items()}).describe().T.rename_axis("norm").reset_index()
 
 
-def configured_attack(attack_name: str, attack_cfg: Mapping[str, Any], seed: int | str):
-    """The Attack of config entry `attacks.<attack_name>`; a bad parameter is a ConfigError naming its key."""
-    params = {k: v for k, v in attack_cfg.items() if k not in _NOT_ATTACK_PARAMS}
+def engine_params(attack_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The attack's own parameters (build_attack's) of a config entry: without the job's keys (batch_size, images,
+    subset), the `name` a resolved training attack carries, and a norm the method has only one of."""
+    params = {k: v for k, v in attack_cfg.items() if k not in (*_NOT_ATTACK_PARAMS, "name")}
     cls = ATTACKS.get(params.get("method"))
     if cls is not None and "norm" not in cls.__dataclass_fields__:
         params.pop("norm", None)  # C&W (L2) and the search (RMS) have one norm: the schema states it
+    return params
+
+
+def configured_attack(attack_name: str, attack_cfg: Mapping[str, Any], seed: int | str):
+    """The Attack of config entry `attacks.<attack_name>`; a bad parameter is a ConfigError naming its key."""
+    params = engine_params(attack_cfg)
     params["seed"] = seed
     try:
         return build_attack(params)
@@ -56,7 +63,8 @@ def check_budget(attack_name: str, attack: Mapping[str, Any], net: torch.nn.Modu
                  dataset_name: str) -> None:
     """ConfigError when the data shows what check-config could not: a budget these inputs cannot hold (an npz
     dataset's shape, the statistics of a model normalised by its dataset; advpipe.attacks.budget)."""
-    channels, pixels = shape[0], int(np.prod(shape[1:]))
+    # a vector sample (SPEC 5's spheres) is one channel of D values
+    channels, pixels = (1, shape[0]) if len(shape) == 1 else (shape[0], int(np.prod(shape[1:])))
     std = getattr(net, "std", None)
     normalize = {"std": std.flatten().tolist()} if std is not None else "none"
     widths = space_widths(attack.get("space", "pixels"), normalize, channels)

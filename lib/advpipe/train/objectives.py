@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from advpipe.models.base import Classifier
 from advpipe.train.alp import ALP_DEFAULTS, AdversarialLogitPairing
-from advpipe.train.loop import Objective, cross_entropy
+from advpipe.train.loop import Objective, cross_entropy, task_loss
 from advpipe.train.resume import load_objective_state, objective_state
 
 # SPEC 2 config keys of build_objective and their defaults (main.py: TRAIN_ADV_*, ROBUST_* constants).
@@ -24,8 +24,11 @@ OBJECTIVE_DEFAULTS: dict[str, Any] = {
     "robust_z": 2, "robust_zeta": 0.2,
     "adapt_l_target": 1.5, "adapt_psi_0": 220, "adapt_psi": 0.02, "adapt_eps_pos": 1, "adapt_eps_neg": 0.01,
 }
-# All keys build_objective takes: SPEC 2's above plus SPEC 4's adversarial logit pairing (advpipe.train.alp).
-ALL_OBJECTIVE_DEFAULTS: dict[str, Any] = {**OBJECTIVE_DEFAULTS, **ALP_DEFAULTS}
+# SPEC 5 (gradient direction): the alignment penalty L_alpha (advpipe.train.alignment) and attack training
+# (advpipe.train.attack_training) with an attack config dict, None = off (ricbl direct_method opts defaults).
+DIRECTION_DEFAULTS: dict[str, Any] = {"cosine_penalty": False, "lambda_penalty": 0.1, "attack_training": None}
+# All keys build_objective takes: SPEC 2's above, SPEC 4's adversarial logit pairing (advpipe.train.alp), SPEC 5's.
+ALL_OBJECTIVE_DEFAULTS: dict[str, Any] = {**OBJECTIVE_DEFAULTS, **ALP_DEFAULTS, **DIRECTION_DEFAULTS}
 
 
 def tandem_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -196,7 +199,8 @@ class AdversarialTraining:
 
 
 def build_objective(cfg: Mapping[str, Any] | None, *, num_classes: int, seed: int) -> Objective:
-    """Objective from a config dict (keys and defaults: ALL_OBJECTIVE_DEFAULTS); all modes off -> cross_entropy.
+    """Objective from a config dict (keys and defaults: ALL_OBJECTIVE_DEFAULTS); all modes off -> task_loss
+    (cross-entropy; symmetric BCE for one-logit models).
 
     `alp: true` -> AdversarialLogitPairing (SPEC 4), alone: combined with adversarial_training or
     robust_additions it is refused (ALP has its own adversary and loss).
@@ -204,6 +208,10 @@ def build_objective(cfg: Mapping[str, Any] | None, *, num_classes: int, seed: in
     Adversarial training + robust additions ("all"): the adversarial batch (half-and-half) goes into the robust
     loss, whose CE, integrator update and input gradient are all on that batch (main.py train ->
     _model_train_batch). One generator seeded by `seed` serves both; pass a seed distinct from the loop's.
+
+    SPEC 5: `cosine_penalty` -> CosineAlignment (weight `lambda_penalty`; needs per-sample extras dx / dx_all),
+    `attack_training` (an attack config dict) -> AttackTraining; both on: the penalty on the adversarial batch, as
+    the original's flags combine. Neither combines with SPEC 2's or SPEC 4's objectives (refused).
     """
     cfg = {} if cfg is None else cfg
     unknown = sorted(set(cfg) - set(ALL_OBJECTIVE_DEFAULTS))
@@ -213,6 +221,9 @@ def build_objective(cfg: Mapping[str, Any] | None, *, num_classes: int, seed: in
     if c["l2_min"] and not c["adversarial_training"]:
         raise ValueError("l2_min needs adversarial_training (the original: --l2-min only valid with it)")
     generator = torch.Generator().manual_seed(seed)
+    direction = _direction_objective(c, generator)
+    if direction is not None:
+        return direction
     if c["alp"]:
         if c["adversarial_training"] or c["robust_additions"]:
             raise ValueError("alp: adversarial logit pairing brings its own adversary (pgdll) and loss; it does "
@@ -220,7 +231,7 @@ def build_objective(cfg: Mapping[str, Any] | None, *, num_classes: int, seed: in
         return AdversarialLogitPairing(weight=c["alp_weight"], eps=c["alp_eps"], step=c["alp_step"],
                                        steps=int(c["alp_steps"]), label_smoothing=c["alp_label_smoothing"],
                                        generator=generator)
-    loss: Objective = cross_entropy
+    loss: Objective = task_loss
     if c["robust_additions"]:
         loss = RobustAdditions(z=c["robust_z"], zeta=c["robust_zeta"], l_target=c["adapt_l_target"],
                                psi_0=c["adapt_psi_0"], psi_rate=c["adapt_psi"], eps_pos=c["adapt_eps_pos"],
@@ -230,3 +241,34 @@ def build_objective(cfg: Mapping[str, Any] | None, *, num_classes: int, seed: in
                                    l2min_eps=c["l2min_eps"], half_and_half=bool(c["robust_additions"]),
                                    loss=loss, generator=generator)
     return loss
+
+
+def _direction_objective(c: Mapping[str, Any], generator: torch.Generator) -> Objective | None:
+    """SPEC 5's objective from the resolved config c, or None when neither of its modes is on."""
+    penalty, attack_cfg = c["cosine_penalty"], c["attack_training"]
+    if not isinstance(penalty, bool):
+        raise ValueError(f"cosine_penalty: expected true or false, got {penalty!r}")
+    if attack_cfg is not None and not isinstance(attack_cfg, Mapping):
+        raise ValueError(f"attack_training: expected an attack config (a dict with 'method') or None, got "
+                         f"{attack_cfg!r}")
+    if not penalty and attack_cfg is None:
+        return None
+    others = [k for k in ("adversarial_training", "robust_additions", "alp") if c[k]]
+    if others:
+        mode = "cosine_penalty" if penalty else "attack_training"
+        raise ValueError(f"{mode} (SPEC 5) does not combine with {others}: those objectives bring their own "
+                         "adversary and loss (set them false)")
+    from advpipe.attacks import build_attack, parse_fraction  # lazy: plain training needs no attacks
+    from advpipe.train.alignment import CosineAlignment
+    from advpipe.train.attack_training import AttackTraining
+
+    loss: Objective = task_loss
+    if penalty:
+        loss = CosineAlignment(lambda_penalty=parse_fraction(c["lambda_penalty"], "lambda_penalty"))
+    if attack_cfg is None:
+        return loss
+    try:
+        attack = build_attack(attack_cfg)
+    except ValueError as err:
+        raise ValueError(f"attack_training: {err}") from err
+    return AttackTraining(attack, loss=loss, generator=generator)
