@@ -162,3 +162,10 @@ def test_missing_weights_file_is_named(tmp_path):
     (tmp_path / "other.pth").write_bytes(b"")
     with pytest.raises(CheckpointError, match="other.pth: empty file"):
         tv(weights=str(tmp_path / "other.pth"))
+
+
+def test_other_layer_shapes_of_a_vector_model_name_input_shape(tmp_path):
+    save_trained(tmp_path, build_from_spec(sphere_spec(arch_args={"hidden": [8, 8]})), sphere_spec())
+    (tmp_path / "model.json").write_text(json.dumps(sphere_spec(arch_args={"hidden": [8, 4]})))
+    with pytest.raises(CheckpointError, match=r"input_shape \[500\] in model.json give other layer shapes"):
+        load_trained(tmp_path)

@@ -203,8 +203,8 @@ def _descend(generator: ConditionalGenerator, x: Tensor, c: Tensor, z: Tensor, s
 
 
 def _row_loss(x_hat: Tensor, x: Tensor, z: Tensor, lambda_z: float) -> Tensor:
-    loss = (x_hat.float() - x).square().flatten(1).mean(1)
-    return loss + lambda_z * z.float().square().mean(1) if lambda_z else loss
+    loss = (x_hat.to(x.dtype) - x).square().flatten(1).mean(1)  # float16 under amp: the loss in x's dtype
+    return loss + lambda_z * z.square().mean(1) if lambda_z else loss
 
 
 def project(generator: ConditionalGenerator, x_nat: Tensor, classes: Tensor, *, steps1: int = 600,
@@ -222,17 +222,18 @@ def project(generator: ConditionalGenerator, x_nat: Tensor, classes: Tensor, *, 
     amp = device.type == "cuda" if amp is None else bool(amp)
     if amp and device.type != "cuda":
         raise ValueError("project: amp needs the generator on CUDA (CPU runs float32)")
-    x = x_nat.to(device, torch.float32)
+    dtype = next(generator.parameters()).dtype  # float32, or float64 for exactness checks
+    x = x_nat.to(device, dtype)
     c = classes.to(device).long()
     was_training = generator.training
     frozen = [p.requires_grad for p in generator.parameters()]
     generator.eval().requires_grad_(False)  # only z is optimised: no weight gradients to compute
     try:
-        z = torch.zeros(len(x), generator.z_dim, device=device)
+        z = torch.zeros(len(x), generator.z_dim, device=device, dtype=dtype)
         z = _descend(generator, x, c, z, steps1, lr1, 0.0, amp, "project: MSE", progress)
         z = _descend(generator, x, c, z, steps2, lr2, lambda_z, amp, "project: MSE + |z|", progress)
         with torch.no_grad():
-            x_hat = generator(z, c).float()
+            x_hat = generator(z, c).to(dtype)
             mse = _row_loss(x_hat, x, z, 0.0)
     finally:
         for p, rg in zip(generator.parameters(), frozen):

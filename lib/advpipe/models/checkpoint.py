@@ -176,6 +176,9 @@ def read_state(path: str | os.PathLike, expected: str) -> Any:
                               f"{expected}") from err
 
 
+_read_state = read_state  # the name other modules imported before it was public
+
+
 def _shape(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
 
@@ -215,8 +218,8 @@ def _disagreement(spec: Mapping[str, Any], built: Mapping[str, torch.Tensor], st
     if shapes:
         shown = ", ".join(f"{k} {_shape(state[k])} in model.pt vs {_shape(built[k])} from model.json"
                           for k in shapes[:3])
-        size = (f"input_shape {list(spec['input_shape'])}" if spec.get("input_shape") is not None
-                else f"image_size {spec['image_size']}")
+        vector = spec.get("input_shape") is not None and len(spec["input_shape"]) != 3
+        size = f"input_shape {list(spec['input_shape'])}" if vector else f"image_size {spec['image_size']}"
         return (f"{arch}, {size} in model.json give other layer shapes than model.pt's: "
                 f"{shown}" + (f" (and {len(shapes) - 3} more)" if len(shapes) > 3 else ""))
     return ""

@@ -45,7 +45,7 @@ def plot(summary: pd.DataFrame, attacks: Sequence[str], stem: str | os.PathLike,
     measure = "alpha_dx" if summary["alpha_dx"].notna().any() else "alpha_x"
     for k, attack in enumerate(attacks or [None]):
         ax = fig.add_subplot(1, panels, k + 1)
-        x = summary[f"eps50_{attack}"] if attack else np.zeros(len(summary))
+        x = summary[f"eps50_{attack}"] if attack else pd.Series(np.zeros(len(summary)))
         for i, row in summary.reset_index(drop=True).iterrows():
             ax.scatter(x.iloc[i], row[measure], color=f"C{i}", label=row["model"])
         ax.set_xlabel(f"eps50 ({attack})" if attack else "eps50")

@@ -56,11 +56,11 @@ def build_generator(spec: Mapping[str, Any]) -> torch.nn.Module:
 
 def load_generator(generator_pt: str | os.PathLike, spec_json: str | os.PathLike,
                    device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
-    from advpipe.models.checkpoint import _read_state  # the same safe reading as a model's checkpoint
+    from advpipe.models.checkpoint import read_state  # the same safe reading as a model's checkpoint
 
     spec = json.loads(Path(spec_json).read_text())
     net = build_generator(spec)
-    net.load_state_dict(_read_state(Path(generator_pt), "a generator state_dict"))
+    net.load_state_dict(read_state(Path(generator_pt), "a generator state_dict"))
     return net.to(device).eval(), spec
 
 
