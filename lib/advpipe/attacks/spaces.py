@@ -51,8 +51,11 @@ def make_space(space: str | Sequence[float], model: nn.Module) -> Space:
         return Space("pixels", lambda x: x, lambda z: z, model, 0.0, 1.0)
     if space == "normalized":
         # The model's own normalisation; raw outputs skip it (SPEC 3 attacks the normalised image).
-        return Space("normalized", model.normalize, lambda z: z * model.std + model.mean, model.forward_normalized,
-                     model.normalize(torch.zeros_like(model.mean)), model.normalize(torch.ones_like(model.mean)))
+        # Bounds per channel, (1, C, 1, 1): they broadcast against images; vectors (one channel) take the scalar.
+        lo, hi = model.normalize(torch.zeros_like(model.mean)), model.normalize(torch.ones_like(model.mean))
+        if lo.numel() == 1:
+            lo, hi = lo.reshape(()), hi.reshape(())
+        return Space("normalized", model.normalize, model.denormalize, model.forward_normalized, lo, hi)
 
     def pixel_raw(x: Tensor) -> Tensor:
         return model.forward_normalized(model.normalize(x))

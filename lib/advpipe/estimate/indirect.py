@@ -8,11 +8,13 @@ with spectral norm, trained with the hinge loss (BigGAN's default loss; the mult
 left out). Neither network normalises over the batch, so G(z, c) of one row never depends on the others.
 
 The z projection follows src/indirect_method/{generator,util_defense_GAN}.py: z starts at 0, phase 1 runs
-600 Adam steps (lr 0.2) on MSE(G(z, c), x), phase 2 a fresh Adam for 150 steps (lr 0.2) on
+600 Adam steps (lr 0.2; CIFAR 0.1) on MSE(G(z, c), x), phase 2 a fresh Adam for 150 steps (lr 0.2) on
 MSE + lambda_z * mean(z^2) (0.03; MNIST 1.5). The original averages both terms over the batch; here
 each row's loss is summed instead, which is the same per-row objective (Adam ignores the constant 1/B
-scale, bar its eps) and keeps rows exactly independent: Adam is elementwise, so a row's z does not
-depend on what else is in the batch. Images and target classes are optimised together (B x C rows).
+scale, bar its eps) and keeps rows independent: Adam is elementwise, so a row's z does not depend on
+what else is in the batch (exactly in float64; in float32 BLAS may round a row's matmul differently for
+another batch size, ~1e-7 in G(z, c), which Adam carries into z at ~1e-6). Images and target classes are
+optimised together (B x C rows). The original runs under CUDA mixed precision; CPU runs float32.
 
 Data conventions: pixels x in [0,1] with a declared natural range [lo, hi] (natural = lo + (hi-lo)*x);
 the generator outputs natural units, and so are the directions.
@@ -214,9 +216,10 @@ def project(generator: ConditionalGenerator, x_nat: Tensor, classes: Tensor, *, 
     steps at lr1 on MSE, then `steps2` at lr2 on MSE + lambda_z * mean(z^2).
 
     Returns (x_hat = G(z*, c) (rows, *shape), z* (rows, z_dim), mse (rows,): mean squared pixel error of
-    x_hat, natural units), on the generator's device. `amp` (default: on CUDA only) runs G in float16 with a
-    GradScaler as the original did; CPU runs float32, where rows are exactly independent (with amp a step
-    the scaler skips for an overflow is skipped for the whole batch).
+    x_hat, natural units), on the generator's device, in the generator's dtype. `amp` (default: on CUDA
+    only) runs G in float16 with a GradScaler as the original did; CPU runs float32. Rows are independent
+    (module docstring), except that under amp a step the scaler skips for an overflow is skipped for the
+    whole batch.
     """
     device = next(generator.parameters()).device
     amp = device.type == "cuda" if amp is None else bool(amp)
@@ -250,7 +253,7 @@ def project_all_classes(generator: ConditionalGenerator, x_nat: Tensor, num_clas
     Yields (first image index, x_hat (b, num_classes, *shape), z (b, num_classes, z_dim), mse (b, num_classes)),
     on the CPU, chunk by chunk, so a caller can append to a file and resume: `start` skips the images
     before it (chunks keep their boundaries relative to `start`). kwargs go to `project`. A row's result
-    does not depend on its chunk (see `project`), so resuming changes nothing on CPU.
+    does not depend on its chunk (module docstring), so resuming changes nothing beyond float32 rounding.
     """
     n = len(x_nat)
     classes = torch.arange(num_classes)

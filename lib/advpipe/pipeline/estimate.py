@@ -124,7 +124,8 @@ def train(*, estimator_name: str, estimator: Mapping[str, Any], dataset: Mapping
         log(f"{estimator_name}: class-conditional GAN on {len(full)} images of {estimator['dataset']}")
         generator, rows = train_cgan(full.x, full.y, info.num_classes, range=value_range, z_dim=estimator["z_dim"],
                                      epochs=estimator["epochs"], batch_size=estimator["train_batch_size"],
-                                     lr=estimator["lr"], betas=tuple(estimator["betas"]), seed=stream,
+                                     lr=estimator["lr"], lr_d=estimator["lr_d"], betas=tuple(estimator["betas"]),
+                                     seed=stream,
                                      device=device, log=log)
         spec["generator"] = dict(generator.spec)
     write_csv(pd.DataFrame(rows), out_log)
