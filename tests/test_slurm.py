@@ -20,8 +20,11 @@ from wf import ROOT, compare_results, snakemake
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 GPU_RULES = {"train", "represent", "attack"}
-CPU_RULES = {"project", "project_oos", "score", "plot"}
+CPU_RULES = {"project", "project_oos", "plot"}
 CANCELLED_RULE = "train"
+# One chain of every kind of job, not the whole tiny run: each SLURM job costs seconds of scheduling, and the tiny
+# run's 40 jobs took 5.5 min here; the score (all projections) is left to the local runs.
+TARGETS = ("results/figures/vrapi/cnn/fgsm/pca_oos", "results/projections/cnn/fgsm/pca/0.h5")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,7 @@ def slurm_run(cluster, tmp_path_factory):
     canceller.start()
     start = time.monotonic()
     try:
-        out = snakemake(workdir, "--profile", str(ROOT / "profiles/slurm"), env=cluster.env, cores=None,
+        out = snakemake(workdir, *TARGETS, "--profile", str(ROOT / "profiles/slurm"), env=cluster.env, cores=None,
                         check=False)
     finally:
         stop.set()
@@ -97,4 +100,6 @@ def test_cancelled_job_was_rerun(slurm_run):
 
 
 def test_outputs_equal_the_local_run(slurm_run, tiny_run):
-    assert compare_results(tiny_run, slurm_run.workdir) == []
+    got = [p for p in (slurm_run.workdir / "results").rglob("*") if p.is_file()]
+    assert len(got) > 10  # the chain's models, dumps, projections and figures
+    assert compare_results(tiny_run, slurm_run.workdir, partial=True) == []

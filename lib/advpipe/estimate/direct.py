@@ -157,7 +157,8 @@ def best_epoch(values: Sequence[float]) -> int:
 
 
 def train_vrgan(critic: nn.Module, generator: nn.Module, train_data: Data, val_data: Data, *, epochs: int,
-                iterations: int, batch_size: int, lr: float = 1e-4, betas: tuple[float, float] = (0.0, 0.9),
+                iterations: int, batch_size: int, lr: float = 1e-4, lr_d: float | None = None,
+                betas: tuple[float, float] = (0.0, 0.9),
                 weights: Sequence[float] = (1.0, 0.01, 0.3, 0.5), range: Sequence[float] = (-1, 1), seed: int,
                 select: str = "train_total_loss", reference: Callable[[Tensor, Tensor], Tensor] | None = None,
                 log: Callable[[str], None] = print, progress: bool = True,
@@ -195,7 +196,8 @@ def train_vrgan(critic: nn.Module, generator: nn.Module, train_data: Data, val_d
     gen = torch.Generator().manual_seed(seed)
     d_params = [p for p in critic.parameters() if p.requires_grad]
     g_params = [p for p in generator.parameters() if p.requires_grad]
-    opt_d = torch.optim.Adam(d_params, lr=lr, betas=tuple(betas), weight_decay=0)
+    # the original's learning_rate_d: a critic slower than the generator keeps its gradient aligned longer
+    opt_d = torch.optim.Adam(d_params, lr=lr if lr_d is None else lr_d, betas=tuple(betas), weight_decay=0)
     opt_g = torch.optim.Adam(g_params, lr=lr, betas=tuple(betas), weight_decay=0)
     rows: list[dict[str, float]] = []
     best_value, best_g, best_d = float("inf"), None, None

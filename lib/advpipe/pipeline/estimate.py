@@ -116,7 +116,7 @@ def train(*, estimator_name: str, estimator: Mapping[str, Any], dataset: Mapping
             f"{estimator['train_batch_size']} per epoch, {estimator['epochs']} epochs)")
         _, _, rows = train_vrgan(critic, generator, train_data, (val.x, val.y), epochs=estimator["epochs"],
                                  iterations=iterations, batch_size=estimator["train_batch_size"],
-                                 lr=estimator["lr"], betas=tuple(estimator["betas"]),
+                                 lr=estimator["lr"], lr_d=estimator["lr_d"], betas=tuple(estimator["betas"]),
                                  weights=tuple(estimator["weights"]), range=value_range, seed=stream, log=log)
     else:
         from advpipe.estimate.indirect import train_cgan
