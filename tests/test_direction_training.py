@@ -375,3 +375,18 @@ def test_cosine_alignment_with_epoch_data_resumes_bit_identical(tmp_path):
     assert torch.equal(resumed[2], reference[2])
     assert resumed[3]["epoch"] == reference[3]["epoch"] and torch.equal(resumed[3]["generator"],
                                                                         reference[3]["generator"])
+
+
+def test_best_by_eps50_skips_epochs_below_the_accuracy_floor():
+    """An epoch at chance (error 0.49 everywhere, then 0.51) shows a spurious eps50; with min_accuracy it is not
+    eligible, and the first epoch above the floor is kept even with a smaller eps50."""
+    from advpipe.attacks import build_attack
+
+    x, y = _batch()
+    curves = [[0.49, 0.49, 0.51],  # chance: thr 0.5, crossing between 0.1 and 0.2 -> 0.15
+              [0.0, 0.4, 0.9]]     # a real network: thr 0.5, 0.1 + 0.1 / 0.5 * 0.1 = 0.12
+    best = Scripted(curves, x, y, build_attack({**PGD, "eps": [0.1, 0.2]}), min_accuracy=0.9)
+    model = _net()
+    rows = [best(epoch, model) for epoch in (1, 2)]
+    assert [r["val_eps50"] for r in rows] == pytest.approx([0.15, 0.12])
+    assert [r["best"] for r in rows] == [0.0, 1.0] and best.epoch == 2

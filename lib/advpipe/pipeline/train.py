@@ -187,7 +187,8 @@ def run(*, model_name: str, model: Mapping[str, Any], dataset: Mapping[str, Any]
     validation = LabelObjective(kind, None if labels is None else labels.to(device))
     if selector is not None:
         best = BestByEps50(val.x, val.y, selector, batch_size=recipe["batch_size"] * 20,
-                           seed=derive_seed(seed, "validation", model_name))
+                           seed=derive_seed(seed, "validation", model_name),
+                           min_accuracy=recipe.get("select_min_accuracy", 0.0))
     else:
         best = BestCheckpoint(val.x, val.y, validation) if val is not None else None
     uses_extras = getattr(objective, "uses_extras", False)
@@ -203,6 +204,9 @@ def run(*, model_name: str, model: Mapping[str, Any], dataset: Mapping[str, Any]
                             extras=train.extras if uses_extras and not fresh else None,
                             fingerprint=resume.fingerprint("train", spec, objective_seed, digest))
     if isinstance(best, BestByEps50):
+        if best.state is None:
+            raise ConfigError(f"config key 'models.{model_name}.train.select_min_accuracy': no epoch reached validation "
+                              f"accuracy {best.min_accuracy:g}; expected a lower bound (or more training)")
         net.load_state_dict(best.state)
         net.eval()
         spec["metrics"] = {"best_epoch": best.epoch, "val_eps50": best.eps50,

@@ -68,7 +68,8 @@ class BestByEps50:
     this callback's own generator (`seed`), as the original draws fresh random starts each validation; no other
     stream is touched. The model is left in eval mode (the loop sets train mode each epoch)."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, attack: Any, batch_size: int = 1000, seed: int = 0):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, attack: Any, batch_size: int = 1000, seed: int = 0,
+                 min_accuracy: float = 0.0):
         eps = [float(e) for e in attack.eps_list]
         if attack.minimal or not all(math.isfinite(e) for e in eps):
             raise ValueError("BestByEps50: needs a fixed-budget attack (finite eps or eps grid)")
@@ -76,6 +77,9 @@ class BestByEps50:
         if any(b <= a for a, b in zip(self.grid, self.grid[1:])):
             raise ValueError(f"BestByEps50: the eps grid must increase strictly, got {eps}")
         self.x, self.y, self.attack, self.batch_size = x, y, attack, batch_size
+        # Epochs below this validation accuracy are not eligible: a network at chance (an adversarially trained one
+        # that has not left it yet) has an error near 0.5 at every eps, and eps50 then marks a spurious crossing.
+        self.min_accuracy = float(min_accuracy)
         self.generator = torch.Generator().manual_seed(seed)
         self.eps50, self.epoch, self.state = -1.0, 0, None
 
@@ -101,7 +105,7 @@ class BestByEps50:
 
         err = self.errors(model)
         value = eps50(self.grid, err)
-        best = value > self.eps50
+        best = value > self.eps50 and 1.0 - err[0] >= self.min_accuracy
         if best:
             self.eps50, self.epoch = value, epoch
             self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
