@@ -102,12 +102,9 @@ def test_killed_runs_resume_to_identical_results(tiny_run, tmp_path):
     snakemake(workdir, "--rerun-incomplete")
     assert compare_results(tiny_run, workdir) == []
     assert "Nothing to be done" in snakemake(workdir, "--dry-run").stdout
-
-
-def test_second_run_is_bit_identical(tiny_run, tmp_path):
-    snakemake(tmp_path)
-    ref, got = result_files(tiny_run), result_files(tmp_path)
-    assert ref.keys() == got.keys()
+    # This run built everything a second time from nothing (every killed job started over): the same config and
+    # seed give the same files, byte for byte (HDF5 included), however often the run was interrupted.
+    ref, got = result_files(tiny_run), result_files(workdir)
     assert [name for name in ref if ref[name].read_bytes() != got[name].read_bytes()] == []
 
 
