@@ -176,9 +176,6 @@ def read_state(path: str | os.PathLike, expected: str) -> Any:
                               f"{expected}") from err
 
 
-_read_state = read_state  # the name other modules imported before it was public
-
-
 def _shape(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
 
