@@ -17,6 +17,7 @@ setup: $(BIN)/.installed
 
 run: setup
 	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) --report results/report.html
 
 test: setup
 	$(BIN)/pytest -q --durations=25

@@ -36,6 +36,10 @@ include: "rules/robustness.smk"
 include: "rules/lesci.smk"
 include: "rules/battery.smk"
 include: "rules/direction.smk"
+include: "rules/drift.smk"
+include: "rules/matrix.smk"
+include: "rules/reference.smk"
+include: "rules/report.smk"
 
 
 localrules:
@@ -75,6 +79,7 @@ rule lesci:
 localrules:
     battery,
     direction,
+    matrix,
 
 
 rule battery:
@@ -85,3 +90,8 @@ rule battery:
 rule direction:
     input:
         direction_targets(),
+
+
+rule matrix:
+    input:
+        matrix_targets(),

@@ -2,6 +2,7 @@
 import re
 
 import advpipe.config
+import advpipe.reference
 import advpipe.sources
 from advpipe.labels.study import attack_level, label_attack_name, label_kinds, label_model_name
 from advpipe.pipeline.specs import attack_job, canonical, dx_estimator, model_job, train_job
@@ -143,7 +144,8 @@ def all_targets():
     targets = [f"{R}/representations/{m}/{s}.h5" for m, entry in config["models"].items() if "label" not in entry
                for s in config["represent"]["splits"]]
     return (targets + vrapi_targets() + explanations_targets() + labels_targets() + robustness_targets()
-            + lesci_targets() + battery_targets() + direction_targets())
+            + lesci_targets() + battery_targets() + direction_targets() + matrix_targets()
+            + references_targets())
 
 
 def lesci_targets():
@@ -428,3 +430,129 @@ def get_direction_table_inputs(wildcards):
 def get_direction_table_params(wildcards):
     group = DIRECTION["groups"][wildcards.group]
     return canonical(dict(models=group["models"], attacks=group["attacks"], dpi=DIRECTION["plot"]["dpi"]))
+
+
+# ---- the cross-study matrix (issue 16) ------------------------------------------------------------------------------
+MATRIX = config["matrix"]
+
+
+def study_models():
+    """Every model of every enabled study, in study order: the label study's at its attacked level."""
+    names = []
+    if VRAPI["enabled"]:
+        names += VRAPI["models"]
+    if EXPLANATIONS["enabled"]:
+        names += EXPLANATIONS["models"]
+    if LABEL_KINDS:
+        names += [label_model_name(label, label_attack_level()) for label in LABEL_KINDS]
+    if LESCI["enabled"]:
+        names += [n for m, spec in DEFENDED.items() for n in (spec["base"], m)]
+    if ROBUSTNESS["enabled"]:
+        names += ROBUSTNESS["models"]
+    if BATTERY["enabled"]:
+        names += BATTERY["models"]
+    names += direction_models()
+    return list(dict.fromkeys(names))
+
+
+def seed_copies(model):
+    """A model's seed copies (`seeds:`), itself first; [model] without seeds."""
+    return [model] + [m for m, e in config["models"].items() if e.get("seed_of") == model]
+
+
+def matrix_models():
+    """The matrix's models (matrix.models, else every study's), each followed by its seed copies."""
+    if not MATRIX["enabled"]:
+        return []
+    base = MATRIX["models"] or study_models()
+    return list(dict.fromkeys(c for m in base for c in seed_copies(m)))
+
+
+# ---- the reference numbers beside the reproduced ones (issue 16; rules/reference.smk) ----
+
+REFERENCE_CSVS = [str(p) for p in advpipe.reference.reference_files(Path(workflow.basedir) / "config" / "reference")]
+
+
+def reference_tables():
+    """{kind: study table} of the enabled studies (advpipe.reference.reproduced_long's keys); a study that is off
+    is left out, so its rows come out with a reason."""
+    tables = {}
+    if f"{R}/scores/vrapi/score_stats.csv" in vrapi_targets():
+        tables["vrapi"] = f"{R}/scores/vrapi/score_stats.csv"
+    if f"{R}/scores/explanations/ara.csv" in explanations_targets():
+        tables["explanations"] = f"{R}/scores/explanations/ara.csv"
+    labels = labels_targets()
+    for kind, name in (("labels_attacks", "attacks"), ("labels_efficiency", "data_efficiency"),
+                       ("labels_stats", "label_stats")):
+        if f"{R}/labels/{name}.csv" in labels:
+            tables[kind] = f"{R}/labels/{name}.csv"
+    direction = direction_targets()
+    groups = {g: f"{R}/direction/{g}.csv" for g in (DIRECTION["groups"] if DIRECTION["enabled"] else {})}
+    groups = {g: path for g, path in groups.items() if path in direction}
+    if groups:
+        tables["direction"] = groups
+    return tables
+
+
+def get_reference_inputs(wildcards):
+    tables = reference_tables()
+    flat = {k: v for k, v in tables.items() if k != "direction"}
+    flat.update({f"direction_{g}": path for g, path in tables.get("direction", {}).items()})
+    return flat
+
+
+def get_reference_params(wildcards):
+    return canonical(dict(tables=reference_tables(), context=advpipe.reference.run_context(config), dpi=100))
+
+
+def references_targets():
+    """The reference table and its figure, when any study whose numbers SPEC.md tables is enabled."""
+    if not reference_tables():
+        return []
+    return [f"{R}/report/references.csv", f"{R}/figures/report/references.pdf", f"{R}/figures/report/references.png"]
+
+
+
+# ---- the cross-study matrix's plan (rules/matrix.smk) ----
+from advpipe.pipeline.matrix_plan import chosen_metrics, plan as matrix_plan_of, inputs as matrix_plan_inputs
+
+
+def matrix_plan():
+    return matrix_plan_of(config, matrix_models(), R, seed_copies)
+
+
+def matrix_targets():
+    if not MATRIX["enabled"] or not matrix_models():
+        return []
+    return [f"{R}/matrix/matrix.csv", f"{R}/matrix/flags.csv", f"{R}/matrix/agreement.csv",
+            f"{R}/figures/matrix/matrix.pdf", f"{R}/figures/matrix/matrix.png"]
+
+
+def get_matrix_inputs(wildcards):
+    return matrix_plan_inputs(matrix_plan(), chosen_metrics(MATRIX))
+
+
+def get_matrix_params(wildcards):
+    settings = {k: MATRIX[k] for k in ("black_box_margin", "zero_gradient_share")}
+    return canonical(dict(plan=matrix_plan(), metrics=chosen_metrics(MATRIX), **settings))
+
+
+
+# ---- implementation drift (issue 16; rules/drift.smk) ----
+from advpipe.pipeline.drift import drift_job
+from advpipe.pipeline.matrix_plan import drift_models as drift_models_of
+
+DRIFT = config["drift"]
+
+
+def drift_models():
+    """The models that get a drift job (matrix_plan.drift_models: the matrix's reads the same list)."""
+    return drift_models_of(config, matrix_models())
+
+
+def drift_targets():
+    return [f"{R}/drift/{m}.csv" for m in drift_models()]
+
+
+def get_drift_params(wildcards):
+    return drift_job(config, wildcards.model)

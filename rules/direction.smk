@@ -99,7 +99,8 @@ rule direction_table:
     output:
         table=f"{R}/direction/{{group}}.csv",
         pdf=f"{R}/figures/direction/{{group}}.pdf",
-        png=f"{R}/figures/direction/{{group}}.png",
+        png=report(f"{R}/figures/direction/{{group}}.png", caption="../report/captions/direction.rst",
+                   category="5 Gradient direction", subcategory="{group}"),
     params:
         section=get_direction_table_params,
     log:

@@ -8,7 +8,8 @@ rule ara:
         h5=f"{R}/ara/{{model}}/distances.h5",
         csv=f"{R}/ara/{{model}}/ara.csv",
         pdf=f"{R}/figures/ara/{{model}}.pdf",
-        png=f"{R}/figures/ara/{{model}}.png",
+        png=report(f"{R}/figures/ara/{{model}}.png", caption="../report/captions/ara.rst",
+                   category="2 Adversarial explanations", subcategory="{model}"),
     params:
         section=get_ara_params,
     log:
@@ -51,7 +52,8 @@ rule explain:
     output:
         images=directory(f"{R}/explain/{{model}}"),
         pdf=f"{R}/figures/explain/{{model}}.pdf",
-        png=f"{R}/figures/explain/{{model}}.png",
+        png=report(f"{R}/figures/explain/{{model}}.png", caption="../report/captions/explain.rst",
+                   category="2 Adversarial explanations", subcategory="{model}"),
     params:
         section=get_explain_params,
     log:

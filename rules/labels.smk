@@ -32,7 +32,8 @@ rule label_stats:
     output:
         csv=f"{R}/labels/label_stats.csv",
         pdf=f"{R}/figures/labels/label_images.pdf",
-        png=f"{R}/figures/labels/label_images.png",
+        png=report(f"{R}/figures/labels/label_images.png", caption="../report/captions/label_images.rst",
+                   category="3 Label representations"),
     log:
         "logs/labels/label_stats.log",
     benchmark:
@@ -52,8 +53,10 @@ rule label_attack_table:
         get_label_table_inputs,
     output:
         csv=f"{R}/labels/attacks.csv",
-        figures=[f"{R}/figures/labels/accuracy_vs_eps_{a}.{ext}" for a in LABELS["attack"]["attacks"]
-                 for ext in ("pdf", "png")],
+        figures=[report(path, caption="../report/captions/label_attack.rst", category="3 Label representations")
+                 if path.endswith(".png") else path
+                 for path in (f"{R}/figures/labels/accuracy_vs_eps_{a}.{ext}" for a in LABELS["attack"]["attacks"]
+                              for ext in ("pdf", "png"))],
     params:
         dumps=label_attack_dumps(),
         level=label_attack_level(),
@@ -78,7 +81,8 @@ rule label_efficiency:
     output:
         csv=f"{R}/labels/data_efficiency.csv",
         pdf=f"{R}/figures/labels/data_efficiency.pdf",
-        png=f"{R}/figures/labels/data_efficiency.png",
+        png=report(f"{R}/figures/labels/data_efficiency.png", caption="../report/captions/data_efficiency.rst",
+                   category="3 Label representations"),
     params:
         plot=LABELS["plot"],
     log:

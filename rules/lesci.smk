@@ -77,7 +77,8 @@ rule lesci_grid:
         csv=f"{R}/lesci/{{model}}/grid.csv",
         chosen=f"{R}/lesci/{{model}}/chosen.json",
         pdf=f"{R}/figures/lesci/{{model}}/grid.pdf",
-        png=f"{R}/figures/lesci/{{model}}/grid.png",
+        png=report(f"{R}/figures/lesci/{{model}}/grid.png", caption="../report/captions/lesci_grid.rst",
+                   category="4 LESCI", subcategory="{model}"),
     params:
         section=get_lesci_grid_params,
     log:

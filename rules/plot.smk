@@ -2,7 +2,10 @@ rule plot:
     input:
         unpack(get_plot_inputs),
     output:
-        figures=directory(f"{R}/figures/vrapi/{{model}}/{{attack}}/{{projection}}"),
+        # the folder's top-level PNGs in the report (a folder itself only goes into a .zip report)
+        figures=report(directory(f"{R}/figures/vrapi/{{model}}/{{attack}}/{{projection}}"),
+                       patterns=["{figure,[^/]+}.png"], caption="../report/captions/vrapi_projection.rst",
+                       category="1 Representation projection (vrapi)", subcategory="{model} {attack} {projection}"),
     params:
         section=get_plot_params,
     log:

@@ -1,3 +1,6 @@
+import advpipe.pipeline.report
+
+
 rule robustness:
     input:
         attack=get_robustness_input,
@@ -5,7 +8,8 @@ rule robustness:
         curve=f"{R}/robustness/{{model}}/{{attack}}.csv",
         eps50=f"{R}/robustness/{{model}}/{{attack}}_eps50.csv",
         pdf=f"{R}/figures/robustness/{{model}}/{{attack}}.pdf",
-        png=f"{R}/figures/robustness/{{model}}/{{attack}}.png",
+        png=report(f"{R}/figures/robustness/{{model}}/{{attack}}.png", caption="../report/captions/robustness.rst",
+                   category=advpipe.pipeline.report.robustness_category(config), subcategory="{model}"),
     params:
         dpi=get_robustness_dpi,
     log:

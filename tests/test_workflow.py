@@ -119,21 +119,29 @@ def test_paper_config_dry_run_job_counts(tmp_path):
 def test_default_config_without_configfile(tmp_path):
     out = snakemake(tmp_path, "--dry-run", configfile=None)
     counts = job_counts(out.stdout)
-    assert counts["project"] == 3 * 4 * 3 and counts["project_oos"] == 3 * 3
+    # vrapi's 4 joint projections of 3 attacks; the matrix's POP (pca of fgsm) of its 9 other digits models
+    assert counts["project"] == 3 * 4 * 3 + 9 and counts["project_oos"] == 3 * 3
     # vrapi's CNN, the explanations study's four pre-activation ResNets, the LESCI study's 2 defended models and ALP,
-    # the direction study's 3 sphere, 2 square32 and 2 digits-3/5 models
-    assert counts["represent"] == 5 + 3 + 7 and counts["ara"] == counts["explain"] == 4
+    # the direction study's 3 sphere, 2 square32 and 2 digits-3/5 models; the matrix's 2 label models and the square32
+    # models' seed copies
+    assert counts["represent"] == 5 + 3 + 7 + 2 + 2 and counts["explain"] == 4
+    # the matrix: ARA and alignment of its 17 models and 2 seed copies (ARA: not of the 2 LESCI models)
+    assert counts["ara"] == 19 - 2 and counts["alignment"] == 19
+    assert counts["matrix_table"] == counts["references"] == 1 and counts["drift"] == 2
     # the label study: 7 kinds x 2 levels trained by the shared train rule, the full-data models attacked by its
     # 5 attacks through the shared attack rule (vrapi: 3 attacks); the ALP CNN trained by it too, and the LESCI
     # study's PGD grid on 3 models and its battery of 3 foolbox attacks on 3 models through the shared attack rule
-    assert counts["label_set"] == 7 and counts["train"] == 5 + 14 + 1 + 7
+    assert counts["label_set"] == 7 and counts["train"] == 5 + 14 + 1 + 7 + 2
     # the direction study: spheres x (L-inf, L2, Square), square32 and digits 3/5 x one L-inf grid each; the digits
     # CNN and ALP reuse the LESCI study's PGD grid dumps and curves
     direction = 3 * 3 + 2 + 2
-    assert counts["attack"] == 3 + 7 * 5 + 3 + 3 * 3 + direction and counts["robustness"] == 3 + direction
+    # the matrix on its 10 digits models: the PGD grid where no study ran it (7), the L2 grid and the black-box grid
+    # (10 each), FGSM for POP (9: vrapi has the CNN's); the square32 grid of the 2 seed copies
+    matrix = 7 + 10 + 10 + 9 + 2
+    assert counts["attack"] == 3 + 7 * 5 + 3 + 3 * 3 + direction + matrix and counts["robustness"] == 3 + direction
     assert counts["battery_model"] == 3
     assert counts["lesci_model"] == counts["lesci_eval"] == counts["lesci_activations"] == 2
     assert counts["lesci_grid"] == 1
     # three estimators of dx; vrgan_digits35 on both splits (the cosine penalty trains on its training split)
     assert counts["estimator_train"] == 3 and counts["estimate"] == 4 and counts["estimator_similarity"] == 1
-    assert counts["alignment"] == 3 + 2 + 2 + 2 and counts["direction_table"] == 4
+    assert counts["direction_table"] == 4

@@ -108,9 +108,67 @@ def validate(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None)
     from advpipe.labels.study import expand  # a study's generated models and attacks join the shared sections
     try:
         expand(config)
+        expand_seeds(config)
     except ValueError as err:
         raise ConfigError(f"invalid config:\n  {err}") from None
     _fill_defaults(config, schema, schema)  # the generated entries, as if written by hand: validate is idempotent
+    problems = _check_matrix(config)  # after the expansion: the matrix may name generated models
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(dict.fromkeys(problems)))
+    return config
+
+
+def _check_matrix(config: Mapping[str, Any]) -> list[str]:
+    """The matrix's and the drift check's names resolve: models (generated ones included), datasets, attacks, the
+    POP projection; a POP attack has one eps (its dump holds one adversarial representation per image)."""
+    from advpipe.projections import PROJECTIONS
+
+    problems = []
+    matrix = config["matrix"]
+    for section, key in (("matrix", "models"), ("drift", "models")):
+        for i, name in enumerate(config[section][key]):
+            if name not in config["models"]:
+                problems.append(_unknown(f"{section}.{key}.{i}", name, "model", config["models"]))
+    for dataset, grid in matrix["grids"].items():
+        if dataset not in config["datasets"]:
+            problems.append(_unknown(f"matrix.grids.{dataset}", dataset, "dataset", config["datasets"]))
+        for role, name in grid.items():
+            if name not in config["attacks"]:
+                problems.append(_unknown(f"matrix.grids.{dataset}.{role}", name, "attack", config["attacks"]))
+            elif role == "pop" and isinstance(config["attacks"][name].get("eps"), list):
+                problems.append(f"config key 'matrix.grids.{dataset}.pop': attack {name!r} has an eps grid; expected "
+                                "an attack with one eps (its dump holds one adversarial representation per image)")
+    if matrix["pop_projection"] not in PROJECTIONS or matrix["pop_projection"].endswith("_oos"):
+        joint = sorted(p for p in PROJECTIONS if not p.endswith("_oos"))
+        problems.append(_unknown("matrix.pop_projection", matrix["pop_projection"], "joint projection", joint))
+    return problems
+
+
+def seed_copy_name(model: str, seed: int) -> str:
+    return f"{model}_s{seed}"
+
+
+def expand_seeds(config: dict[str, Any]) -> dict[str, Any]:
+    """Add a model entry per further seed of each `seeds:` list (issue 16): `<model>_s<seed>`, the same entry with
+    `seed_of` and its own training stream. The first seed's copy is the entry itself, trained as it always was, so
+    adding `seeds` retrains nothing. ValueError when a copy's name is taken, or on a defense or checkpoint."""
+    models = config["models"]
+    for name, model in list(models.items()):
+        seeds = model.get("seeds")
+        if not seeds or "seed_of" in model:
+            continue
+        if "defense" in model or "checkpoint" in model:
+            raise ValueError(f"config key 'models.{name}.seeds': only a trained model has seed copies; "
+                             f"{name!r} is {'a defense' if 'defense' in model else 'a checkpoint'}")
+        for seed in seeds[1:]:
+            copy_name = seed_copy_name(name, seed)
+            if copy_name in models and models[copy_name].get("seed_of") != name:
+                raise ValueError(f"config key 'models.{name}.seeds': the copy for seed {seed} would be "
+                                 f"{copy_name!r}, which is taken by another model")
+            copy_entry = {k: copy.deepcopy(v) for k, v in model.items() if k != "seeds"}
+            copy_entry["seed_of"] = name
+            copy_entry["streams"] = {**model.get("streams", {}), "train": f"train/{name}/seed{seed}"}
+            models[copy_name] = copy_entry
     return config
 
 

@@ -18,11 +18,12 @@ from tqdm import tqdm
 from advpipe.io.h5 import DumpError, read_attrs, read_dump
 from advpipe.io.tables import write_csv
 from advpipe.metrics.alignment import alignment_table, alpha_dx, alpha_x, direction_gradient
+from advpipe.pipeline.battery import zero_gradient_mask
 from advpipe.pipeline.inputs import load_model_and_split
 from advpipe.sources import declared_range
 
 SUMMARY_COLUMNS = ("model", "dataset", "split", "n", "accuracy", "alpha_dx", "alpha_x", "alpha_dx_correct",
-                   "alpha_x_correct", "dx_source")
+                   "alpha_x_correct", "zero_gradient_share", "dx_source")
 
 
 def read_dx(path: str | os.PathLike, index: np.ndarray) -> torch.Tensor:
@@ -65,6 +66,8 @@ def run(*, model_name: str, model: Mapping[str, Any], dataset: Mapping[str, Any]
         grads.append(g.detach().cpu())
         closest.append(c.cpu())
     grad, near, pred = torch.cat(grads), torch.cat(closest), torch.cat(preds)
+    # the gradient-masking check of the battery (AutoAttack's): the CE's input gradient exactly zero
+    zero = zero_gradient_mask(net, data.x.to(job.device), data.y.to(job.device), batch_size)
     a_x = alpha_x(grad, lo + (hi - lo) * data.x)  # against the natural input: alpha_x is not shift invariant
     a_dx = None
     if dx is not None:
@@ -82,7 +85,8 @@ def run(*, model_name: str, model: Mapping[str, Any], dataset: Mapping[str, Any]
     summary = pd.DataFrame([{"model": model_name, "dataset": model["dataset"], "split": split, "n": len(table),
                              "accuracy": float(correct.mean()), "alpha_dx": mean("alpha_dx", everything),
                              "alpha_x": mean("alpha_x", everything), "alpha_dx_correct": mean("alpha_dx", correct),
-                             "alpha_x_correct": mean("alpha_x", correct), "dx_source": source}],
+                             "alpha_x_correct": mean("alpha_x", correct),
+                             "zero_gradient_share": float(zero.mean()), "dx_source": source}],
                            columns=list(SUMMARY_COLUMNS))
     write_csv(table, out_table)
     write_csv(summary, out_summary)

@@ -29,7 +29,8 @@ def attack_stream(model_name: str, attack_name: str, model_cfg: Mapping[str, Any
 
 def model_job(config: Mapping[str, Any], model_name: str) -> dict[str, Any]:
     """What running model `model_name` depends on: its entry, its dataset's entry, the seed."""
-    model = entry(config, "models", model_name)
+    # `seeds` only asks for copies (config.expand_seeds): listing them must not retrain the first one
+    model = {k: v for k, v in entry(config, "models", model_name).items() if k != "seeds"}
     return canonical({"model_name": model_name, "model": model, "dataset": entry(config, "datasets", model["dataset"]),
                       "seed": config["seed"]})
 
