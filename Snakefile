@@ -22,6 +22,8 @@ with advpipe.errors.exit_on_input_error():
 config.clear()
 config.update(_validated)
 
+report: "report/workflow.rst"
+
 
 include: "rules/common.smk"
 include: "rules/train.smk"
@@ -53,6 +55,7 @@ localrules:
 rule all:
     input:
         all_targets(),
+        REPORT_TARGETS,
     default_target: True
 
 

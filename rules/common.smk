@@ -190,7 +190,7 @@ def get_lesci_eval_params(wildcards):
 
 
 def lesci_grid_layers(model):
-    return LESCI["grid"]["layers"] or [DEFENDED[model]["layer"]]
+    return LESCI["grid"].get("layers") or [DEFENDED[model]["layer"]]
 
 
 def get_lesci_grid_inputs(wildcards):
@@ -509,7 +509,8 @@ def references_targets():
     """The reference table and its figure, when any study whose numbers SPEC.md tables is enabled."""
     if not reference_tables():
         return []
-    return [f"{R}/report/references.csv", f"{R}/figures/report/references.pdf", f"{R}/figures/report/references.png"]
+    return [f"{R}/report/references.csv", f"{R}/report/references.html", f"{R}/figures/report/references.pdf",
+            f"{R}/figures/report/references.png"]
 
 
 
@@ -524,7 +525,8 @@ def matrix_plan():
 def matrix_targets():
     if not MATRIX["enabled"] or not matrix_models():
         return []
-    return [f"{R}/matrix/matrix.csv", f"{R}/matrix/flags.csv", f"{R}/matrix/agreement.csv",
+    return [f"{R}/matrix/matrix.csv", f"{R}/matrix/flags.csv", f"{R}/matrix/agreement.csv", f"{R}/matrix/matrix.html",
+            f"{R}/matrix/flags.html",
             f"{R}/figures/matrix/matrix.pdf", f"{R}/figures/matrix/matrix.png"]
 
 

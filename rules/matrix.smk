@@ -12,6 +12,10 @@ rule matrix_table:
         pdf=f"{R}/figures/matrix/matrix.pdf",
         png=report(f"{R}/figures/matrix/matrix.png", caption="../report/captions/matrix.rst",
                    category="0 Cross-study", subcategory="matrix"),
+        html=report(f"{R}/matrix/matrix.html", caption="../report/captions/matrix_table.rst",
+                    category="0 Cross-study", subcategory="matrix"),
+        flags_html=report(f"{R}/matrix/flags.html", caption="../report/captions/flags.rst",
+                          category="0 Cross-study", subcategory="flags"),
     params:
         section=get_matrix_params,
         dpi=MATRIX["plot"]["dpi"],

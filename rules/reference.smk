@@ -8,6 +8,8 @@ rule references:
         reference=REFERENCE_CSVS,
     output:
         table=f"{R}/report/references.csv",
+        html=report(f"{R}/report/references.html", caption="../report/captions/references_table.rst",
+                    category="0 Cross-study", subcategory="references"),
         pdf=f"{R}/figures/report/references.pdf",
         png=report(f"{R}/figures/report/references.png", caption="../report/captions/references.rst",
                    category="0 Cross-study"),

@@ -431,12 +431,18 @@ def plot(joined: pd.DataFrame, stem: str | os.PathLike, dpi: int = 100) -> None:
 
 
 def run(*, references: Sequence[str | os.PathLike], tables: Mapping[str, Any], context: Mapping[str, Any],
-        out_csv: str | os.PathLike, figure_stem: str | os.PathLike, dpi: int = 100, log=print) -> pd.DataFrame:
-    """Rule references: load the reference CSVs, join them with the run's study tables, write the table and figure."""
-    from advpipe.io.tables import write_csv
+        out_csv: str | os.PathLike, figure_stem: str | os.PathLike, out_html: str | os.PathLike | None = None,
+        dpi: int = 100, log=print) -> pd.DataFrame:
+    """Rule references: load the reference CSVs, join them with the run's study tables, write the table (and its
+    HTML view for the report) and figure."""
+    from advpipe.io.tables import write_csv, write_html
 
     joined = join(load_references(references), tables, context)
     write_csv(joined, out_csv)
+    if out_html:
+        write_html(joined, out_html, "SPEC.md's reference numbers beside the reproduced ones",
+                   "paper scale: dataset, architecture, epochs, n; this run's: the run_* columns; reason: why a "
+                   "paper row has no reproduced number")
     plot(joined, figure_stem, dpi=dpi)
     paired = joined.dropna(subset=["reference", "reproduced"])
     log(f"{len(joined)} reference rows, {len(paired)} paired with a reproduced number")

@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from advpipe.io.h5 import DumpError, read_attrs, read_dump
-from advpipe.io.tables import write_csv
+from advpipe.io.tables import write_csv, write_html
 from advpipe.pipeline.battery import Outcomes, rising_flag
 from advpipe.pipeline.direction import read_one_row
 from advpipe.pipeline.robustness import curve_eps50, load_curve
@@ -174,12 +174,12 @@ def matrix_table(plan: Mapping[str, Mapping[str, Any]], metrics: Sequence[str], 
     return table
 
 
-def scalar_view(table: pd.DataFrame) -> pd.DataFrame:
-    """model x metric of the one-number metrics (the first LESCI defense of a model)."""
+def scalar_view(table: pd.DataFrame, column: str = "value") -> pd.DataFrame:
+    """model x metric of the one-number metrics (the first LESCI defense of a model): `column` value or sd."""
     rows = table[table["metric"].isin(SCALARS) & table["value"].notna()]
-    wide = rows.drop_duplicates(["model", "metric"]).pivot(index="model", columns="metric", values="value")
+    wide = rows.drop_duplicates(["model", "metric"]).pivot(index="model", columns="metric", values=column)
     return wide.reindex(index=list(dict.fromkeys(table["model"])),
-                        columns=[m for m in SCALARS if m in wide.columns])
+                        columns=[m for m in SCALARS if m in wide.columns]).astype(float)
 
 
 def agreement(wide: pd.DataFrame) -> pd.DataFrame:
@@ -201,33 +201,65 @@ def flags(table: pd.DataFrame) -> pd.DataFrame:
     return checks[["model", "metric", "at", "value", "n", "flag", "source"]].reset_index(drop=True)
 
 
-def heatmap(wide: pd.DataFrame, stem: str | os.PathLike, dpi: int = 100) -> None:
-    """Colours: each metric min-max scaled over the models (their units differ); numbers: the values; grey: does
-    not apply (matrix.csv's reason says why)."""
+def heatmap(wide: pd.DataFrame, sd: pd.DataFrame, stem: str | os.PathLike, dpi: int = 100) -> None:
+    """Colours: each metric min-max scaled over the models (their units differ); numbers: the values (+- the sd
+    over seed copies); grey: does not apply (matrix.csv's reason says why)."""
     import seaborn as sns
 
     scaled = (wide - wide.min()) / (wide.max() - wide.min()).replace(0, 1)
-    fig = new_figure((1.1 * max(len(wide.columns), 3) + 2.5, 0.38 * max(len(wide), 3) + 1.6))
+    text = wide.copy().astype(object)
+    for model in wide.index:
+        for metric in wide.columns:
+            v, e = wide.loc[model, metric], sd.loc[model, metric] if metric in sd.columns else math.nan
+            text.loc[model, metric] = "" if pd.isna(v) else f"{v:.3g}" + ("" if pd.isna(e) else f"\n±{e:.2g}")
+    fig = new_figure((1.0 * max(len(wide.columns), 3) + 3.0, 0.42 * max(len(wide), 3) + 1.8))
     ax = fig.add_subplot(1, 1, 1)
-    ax.set_facecolor("0.85")
-    sns.heatmap(scaled, annot=wide.map(lambda v: "" if pd.isna(v) else f"{v:.3g}"), fmt="", cmap="viridis",
-                cbar_kws={"label": "scaled per metric (min to max over models)"}, ax=ax, linewidths=0.5,
-                annot_kws={"fontsize": 7})
-    ax.set_xlabel("metric")
-    ax.set_ylabel("model")
-    ax.set_title("Every model under every metric (grey: does not apply)")
-    save_figure(fig, Path(stem), dpi=dpi)
+    sns.heatmap(scaled, annot=text.to_numpy(), fmt="", cmap="viridis", ax=ax, linewidths=0.5,
+                cbar_kws={"label": "per metric: lowest to highest model"}, annot_kws={"fontsize": 6})
+    ax.set_facecolor("0.8")  # NaN cells are left unpainted: the axes colour shows through
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.set_title("Every model under every metric (grey: does not apply; matrix.csv says why)", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, Path(stem), dpi=dpi, transparent=False)
+
+
+def readable(table: pd.DataFrame) -> pd.DataFrame:
+    """model x metric, each cell "value ± sd" (robust accuracy: at every eps), or "n/a: reason": the report's view
+    of the matrix."""
+    in_column = table["metric"].str.startswith(("robust_accuracy", "drift"))  # one column per eps / peer
+
+    def cell(r, own_column: bool) -> str:
+        if pd.isna(r.value):
+            return f"n/a: {r.reason}"
+        text = f"{r.value:.4g}" + ("" if pd.isna(r.sd) else f" ± {r.sd:.2g}")
+        return text + ("" if own_column or not r.at else f" ({r.at})") + (" FLAGGED" if r.flag is True else "")
+
+    at = table["at"].fillna("")
+    t = table.assign(column=table["metric"] + at.where(in_column & (at != ""), "").map(lambda a: f" [{a}]" if a else ""),
+                     cell=[cell(r, own) for r, own in zip(table.itertuples(), in_column)])
+    wide = t.pivot_table(index="model", columns="column", values="cell", aggfunc="; ".join, sort=False)
+    wide.columns.name = None
+    return wide.reindex(index=list(dict.fromkeys(table["model"]))).reset_index()
 
 
 def run(*, plan: Mapping[str, Any], metrics: Sequence[str], black_box_margin: float, zero_gradient_share: float,
-        out_csv: str, out_flags: str, out_agreement: str, figure_stem: str, dpi: int = 100, log=print
-        ) -> pd.DataFrame:
+        out_csv: str, out_flags: str, out_agreement: str, out_html: str, out_flags_html: str, figure_stem: str,
+        dpi: int = 100, log=print) -> pd.DataFrame:
     table = matrix_table(plan, metrics, black_box_margin, zero_gradient_share, log=log)
     wide = scalar_view(table)
     write_csv(table, out_csv)
     write_csv(flags(table), out_flags)
     write_csv(agreement(wide), out_agreement)
-    heatmap(wide, figure_stem, dpi)
+    seeds = table.groupby("model")["seeds"].max()
+    write_html(readable(table), out_html, "Every model under every metric",
+               "value ± sd over seed copies (" + ", ".join(f"{m}: {n}" for m, n in seeds.items() if n > 1)
+               + "); n/a: why the metric does not apply; the long form is results/matrix/matrix.csv")
+    write_html(flags(table), out_flags_html, "Gradient-masking and implementation-drift checks",
+               "flag True: masking_black_box (black-box robust accuracy below white-box by more than the margin), "
+               "masking_rising (robust accuracy rising with eps), masking_zero_gradient (share of exactly zero "
+               "input gradients), drift (agreement with a peer library below the threshold)")
+    heatmap(wide, scalar_view(table, "sd"), figure_stem, dpi)
     fired = table[table["flag"] == True]  # noqa: E712 (a column of True/False/None)
     for r in fired.itertuples():
         log(f"flag: {r.model} {r.metric} {r.at} = {r.value:.4g}")
