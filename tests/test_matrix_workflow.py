@@ -21,7 +21,7 @@ from advpipe.pipeline.specs import train_job
 from wf import snakemake
 
 pytestmark = pytest.mark.slow
-CONFIG = Path(__file__).parent / "configs" / "matrix_tiny.yaml"
+CONFIG = Path(__file__).parent / "configs" / "matrix_tiny.yaml"  # the matrix CSV keeps 10 significant digits
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,8 @@ def test_seed_copies_train_apart_and_the_mean_and_sd_are_theirs(run):
         acc = [float((nets[m](test.x).argmax(1) == test.y).double().mean()) for m in ("cnn", "cnn_s1")]
     r = value(table, "cnn", "accuracy")
     assert r["seeds"] == 2 and r["n"] == len(test.y)
-    assert r["value"] == pytest.approx(np.mean(acc), abs=1e-12)
-    assert r["sd"] == pytest.approx(np.std(acc, ddof=1), abs=1e-12)
+    assert r["value"] == pytest.approx(np.mean(acc), abs=1e-9)
+    assert r["sd"] == pytest.approx(np.std(acc, ddof=1), abs=1e-9)
     assert np.isnan(value(table, "cnn_lesci", "accuracy")["sd"])  # one copy: no sd
     # listing seeds retrains nothing: the first copy's job is the entry's without the key
     plain = validate({**config, "models": {"cnn": {k: v for k, v in config["models"]["cnn"].items() if k != "seeds"},
@@ -99,9 +99,9 @@ def test_robust_accuracy_and_eps50_from_the_dumps(run):
             per_copy[m] = (eps, robust, _spec5_eps50(np.r_[0.0, eps], 1 - np.r_[correct.mean(), robust]))
         for k, e in enumerate(per_copy["cnn"][0]):
             r = value(table, "cnn", f"robust_accuracy_{norm}", f"eps={e:.6g}")
-            assert r["value"] == pytest.approx(np.mean([per_copy[m][1][k] for m in per_copy]), abs=1e-12)
+            assert r["value"] == pytest.approx(np.mean([per_copy[m][1][k] for m in per_copy]), abs=1e-9)
         r = value(table, "cnn", f"eps50_{norm}")
-        assert r["value"] == pytest.approx(np.mean([per_copy[m][2] for m in per_copy]), abs=1e-12)
+        assert r["value"] == pytest.approx(np.mean([per_copy[m][2] for m in per_copy]), abs=1e-9)
 
 
 def test_pop_against_scikit_learn(run):
@@ -118,7 +118,7 @@ def test_pop_against_scikit_learn(run):
     knn = KNeighborsClassifier(n_neighbors=1, algorithm="brute").fit(clean, [by_index[i] for i in index])
     adv_pred = dict(zip(adv_index, pred))
     expected = np.mean(knn.predict(adv) == np.array([adv_pred[i] for i in index]))
-    assert value(table, "cnn_lesci", "pop")["value"] == pytest.approx(expected, abs=1e-12)
+    assert value(table, "cnn_lesci", "pop")["value"] == pytest.approx(expected, abs=1e-9)
 
 
 def test_masking_checks_catch_lesci_and_not_its_base(run):
@@ -131,4 +131,4 @@ def test_masking_checks_catch_lesci_and_not_its_base(run):
     assert not {f for f in fired if f.startswith("cnn:")}
     assert value(table, "cnn", "masking_zero_gradient")["value"] == 0
     lesci = value(table, "cnn", "lesci_accuracy", "cnn_lesci")
-    assert lesci["value"] == pytest.approx(value(table, "cnn_lesci", "accuracy")["value"], abs=1e-12)
+    assert lesci["value"] == pytest.approx(value(table, "cnn_lesci", "accuracy")["value"], abs=1e-9)
