@@ -59,3 +59,24 @@ def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny_run")
     snakemake(workdir)
     return workdir
+
+
+FIVE_STUDIES = Path(__file__).parent / "configs" / "report_tiny.yaml"
+# Asked for by name as well as through `all`, so the tests do not depend on which of them rule all lists.
+FIVE_STUDIES_TARGETS = ("all", "results/report/run_cost.csv", "results/matrix/matrix.csv")
+
+
+@pytest.fixture(scope="session")
+def five_studies_run(tmp_path_factory):
+    """One local run of tests/configs/report_tiny.yaml (all five studies and the matrix) and its report.html:
+    (workdir, job counts). Shared by the report and the matrix tests; read it, never change it."""
+    import time
+
+    from wf import job_counts, snakemake
+
+    workdir = tmp_path_factory.mktemp("five_studies")
+    start = time.monotonic()
+    out = snakemake(workdir, *FIVE_STUDIES_TARGETS, configfile=FIVE_STUDIES)
+    print(f"report_tiny run: {time.monotonic() - start:.0f} s on 2 cores")
+    snakemake(workdir, *FIVE_STUDIES_TARGETS, "--report", str(workdir / "report.html"), configfile=FIVE_STUDIES)
+    return workdir, job_counts(out.stdout + out.stderr)

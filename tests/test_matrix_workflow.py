@@ -1,5 +1,5 @@
-"""The cross-study matrix (issue 16) through real Snakemake on a tiny config: a CNN trained with two seeds and its
-LESCI defense under every metric. The table is checked against computations written here: the copies' accuracies
+"""The cross-study matrix (issue 16) through real Snakemake on the five-study tiny config (the report test's run): a
+CNN trained with two seeds, its LESCI defense and a label-representation model under every metric. The table is checked against computations written here: the copies' accuracies
 from their checkpoints, robust accuracy and SPEC 5's eps50 loop from the attack dumps with numpy, POP with
 scikit-learn's 1-NN, the seeds' mean and sd with numpy; and the gradient-masking checks must catch LESCI."""
 from __future__ import annotations
@@ -18,16 +18,14 @@ from advpipe.data import load_split
 from advpipe.models import load_trained
 from advpipe.pipeline.matrix_plan import METRICS
 from advpipe.pipeline.specs import train_job
-from wf import snakemake
 
 pytestmark = pytest.mark.slow
-CONFIG = Path(__file__).parent / "configs" / "matrix_tiny.yaml"  # the matrix CSV keeps 10 significant digits
+CONFIG = Path(__file__).parent / "configs" / "report_tiny.yaml"  # the matrix CSV keeps 10 significant digits
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("matrix_workflow")
-    snakemake(workdir, "matrix", configfile=CONFIG)
+def run(five_studies_run):
+    workdir, _ = five_studies_run
     config = validate(yaml.safe_load(CONFIG.read_text()))
     return workdir, config, pd.read_csv(workdir / "results/matrix/matrix.csv", keep_default_na=False,
                                         na_values=[""])
@@ -46,8 +44,9 @@ def value(table: pd.DataFrame, model: str, metric: str, at: str = "") -> pd.Seri
 
 def test_every_metric_has_a_value_or_a_reason(run):
     workdir, _, table = run
-    assert list(dict.fromkeys(table["model"])) == ["cnn", "cnn_lesci"]  # seed copies join their model
-    for model in ("cnn", "cnn_lesci"):
+    models = ["cnn", "cnn_lesci", "labels_lowdim_100"]
+    assert list(dict.fromkeys(table["model"])) == models  # seed copies join their model
+    for model in models:
         for metric in METRICS:
             prefix = ("masking_",) if metric == "masking" else (metric,)
             r = table[(table["model"] == model) & table["metric"].str.startswith(prefix)]
@@ -56,7 +55,12 @@ def test_every_metric_has_a_value_or_a_reason(run):
             assert (has_value ^ has_reason).all(), r  # a value, or the reason why none
     assert value(table, "cnn", "alpha_dx")["reason"].startswith("dataset 'digits' has no ground-truth dx")
     assert "LESCI" in value(table, "cnn_lesci", "ara_attack")["reason"]
-    assert value(table, "cnn", "drift")["reason"] == "drift is disabled"
+    assert value(table, "cnn_lesci", "drift")["reason"] == "not in drift.models"
+    drift = rows(table, "cnn", "drift")  # the seed copy has no drift job: one row per attack and peer
+    assert set(drift["at"]) == {f"{a} vs {p}" for a in ("fgsm", "pgd", "cw") for p in ("foolbox", "torchattacks")}
+    assert (drift["seeds"] == 1).all()
+    # the label model enters through its Classifier wrapper: every metric but the LESCI and dx ones
+    assert not rows(table, "labels_lowdim_100", "eps50_l2")["value"].isna().any()
     for ext in ("pdf", "png"):
         assert (workdir / f"results/figures/matrix/matrix.{ext}").stat().st_size > 0
 
@@ -75,8 +79,9 @@ def test_seed_copies_train_apart_and_the_mean_and_sd_are_theirs(run):
     assert r["sd"] == pytest.approx(np.std(acc, ddof=1), abs=1e-9)
     assert np.isnan(value(table, "cnn_lesci", "accuracy")["sd"])  # one copy: no sd
     # listing seeds retrains nothing: the first copy's job is the entry's without the key
-    plain = validate({**config, "models": {"cnn": {k: v for k, v in config["models"]["cnn"].items() if k != "seeds"},
-                                          "cnn_lesci": config["models"]["cnn_lesci"]}})
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["models"]["cnn"].pop("seeds")
+    plain = validate(raw)
     assert train_job(plain, "cnn") == train_job(config, "cnn")
 
 
