@@ -7,7 +7,6 @@ import os
 from collections import OrderedDict
 
 import torch
-import torchvision
 from torch import nn
 
 from advpipe.models.base import Classifier
@@ -77,6 +76,8 @@ class TVResNet18(Classifier):
         if cifar_stem and weights is not None:
             raise ValueError("tv_resnet18: cifar_stem trains from scratch (its 3x3 conv1 does not take the ImageNet "
                              "7x7 weights); drop `weights` or `cifar_stem`")
+        import torchvision  # here, not at the top: importing it costs every job 1.2 s (torch._dynamo), most never build this
+
         net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
         if cifar_stem:
             net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
