@@ -180,6 +180,8 @@ def test_paper_config_dry_run_job_counts(tmp_path):
     from wf import ROOT
 
     out = snakemake(tmp_path, "--dry-run", configfile=ROOT / "config/paper/explanations.yaml")
-    # 4 variants: each trained, represented (test split), ARA'd and explained; one ARA table.
+    # 4 variants: each trained, represented (test split), ARA'd and explained; one ARA table. The matrix (every
+    # model under every metric that applies: here their alignment besides the ARA), the references and the run cost.
     assert job_counts(out.stdout) == {"all": 1, "train": 4, "represent": 4, "ara": 4, "explain": 4,
-                                      "ara_table": 1, "total": 18}
+                                      "ara_table": 1, "alignment": 4, "matrix_table": 1, "references": 1,
+                                      "run_cost": 1, "total": 25}

@@ -187,6 +187,8 @@ def test_paper_config_dry_run_job_counts(tmp_path):
     out = snakemake(tmp_path, "--dry-run", configfile=ROOT / "config/paper/labels.yaml")
     # 22 label kinds (7 of the paper, 11 normal_dim, 4 uniform_gap) x 7 levels trained; the full-data models
     # attacked by the 5 SPEC 3 attacks (shared train and attack rules); one table of each kind.
+    # The matrix: the 22 attacked models represented, ARA'd and aligned; the references and the run cost.
     assert job_counts(out.stdout) == {"all": 1, "label_set": 22, "train": 154, "attack": 110,
                                       "label_stats": 1, "label_attack_table": 1, "label_efficiency": 1,
-                                      "total": 290}
+                                      "represent": 22, "ara": 22, "alignment": 22, "matrix_table": 1,
+                                      "references": 1, "run_cost": 1, "total": 359}

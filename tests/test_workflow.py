@@ -112,8 +112,10 @@ def test_paper_config_dry_run_job_counts(tmp_path):
     counts = job_counts(out.stdout)
     # 1 model; 3 attacks; 100 trials x (4 joint projections x 3 attacks + 3 out-of-sample projections fit
     # once per trial for all attacks) = 2,100 projection files; one figure set per attack x projection.
+    # The matrix adds the model's ARA and alignment; the references and the run cost one job each.
     assert counts == {"all": 1, "train": 1, "represent": 1, "attack": 3, "project": 1200, "project_oos": 300,
-                      "score": 1, "plot": 21, "total": 1528}
+                      "score": 1, "plot": 21, "ara": 1, "alignment": 1, "matrix_table": 1, "references": 1,
+                      "run_cost": 1, "total": 1533}
 
 
 def test_default_config_without_configfile(tmp_path):
