@@ -183,6 +183,11 @@ def test_report_opens_in_chromium_with_every_study(report_run, browser):
             if "DESCRIPTION" not in shown["info"].upper():
                 problems.append(f"{category}: {path}: no caption in its info panel")
             browser.save_screenshot(str(folder / f"report_{Path(path).parent.name}_{Path(path).stem}.png"))
+    # the matrix, its flags and the references as tables (HTML results, shown inline)
+    listed = {p for subcategories in categories.get("0 Cross-study", {}).values() for p in subcategories}
+    for table in ("results/matrix/matrix.html", "results/matrix/flags.html", "results/report/references.html"):
+        if table not in listed:
+            problems.append(f"{table} is not in the report's 0 Cross-study category")
     severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not severe, severe
     assert not problems, "\n".join(problems)
