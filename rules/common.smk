@@ -536,7 +536,8 @@ def get_matrix_inputs(wildcards):
 
 def get_matrix_params(wildcards):
     settings = {k: MATRIX[k] for k in ("black_box_margin", "zero_gradient_share")}
-    return canonical(dict(plan=matrix_plan(), metrics=chosen_metrics(MATRIX), **settings))
+    the_plan = matrix_plan()
+    return canonical(dict(plan=the_plan, models=list(the_plan), metrics=chosen_metrics(MATRIX), **settings))
 
 
 

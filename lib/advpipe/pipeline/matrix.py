@@ -245,7 +245,9 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
 
 def run(*, plan: Mapping[str, Any], metrics: Sequence[str], black_box_margin: float, zero_gradient_share: float,
         out_csv: str, out_flags: str, out_agreement: str, out_html: str, out_flags_html: str, figure_stem: str,
-        dpi: int = 100, log=print) -> pd.DataFrame:
+        models: Sequence[str] | None = None, dpi: int = 100, log=print) -> pd.DataFrame:
+    """`models`: the rows' order (the plan's keys come sorted through Snakemake's canonical params)."""
+    plan = {m: plan[m] for m in (models or plan)}
     table = matrix_table(plan, metrics, black_box_margin, zero_gradient_share, log=log)
     wide = scalar_view(table)
     write_csv(table, out_csv)
