@@ -48,5 +48,6 @@ def test_one_attack_changed_reruns_that_attack_and_its_downstream_only(tiny_run,
 def test_unrelated_model_added_reruns_nothing_of_this_one(tiny_run, tmp_path):
     other = {"dataset": "digits", "arch": "small_cnn", "train": {"epochs": 1}}
     jobs = scheduled(tiny_run, tmp_path, lambda c: c["models"].update(other=other))
-    assert set(jobs) <= {"train", "represent", "all"}, jobs  # the new model's own jobs only
+    # the new model's own jobs only, and the run cost per rule, whose input is every target
+    assert set(jobs) <= {"train", "represent", "all", "run_cost"}, jobs
     assert jobs["train"] == {"model=other"} and jobs["represent"] == {"model=other, split=test"}

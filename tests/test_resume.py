@@ -105,7 +105,8 @@ def test_killed_runs_resume_to_identical_results(tiny_run, tmp_path):
     # This run built everything a second time from nothing (every killed job started over): the same config and
     # seed give the same files, byte for byte (HDF5 included), however often the run was interrupted.
     ref, got = result_files(tiny_run), result_files(workdir)
-    assert [name for name in ref if ref[name].read_bytes() != got[name].read_bytes()] == []
+    assert [name for name in ref if ref[name].read_bytes() != got[name].read_bytes()
+            and "run_cost" not in name] == []  # the run cost per rule is the run's timings
 
 
 def test_one_target_built_alone_is_identical(tiny_run, tmp_path):
