@@ -9,7 +9,6 @@ driver is /usr/bin/chromedriver, so Selenium Manager downloads nothing. Screensh
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +20,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from advpipe.pipeline.run_cost import COLUMNS, pattern_regex, read_benchmark, rule_of, run_cost_table
 from system_packages import ensure_debian_packages, which
-from wf import ROOT, job_counts, snakemake
+from wf import ROOT
 
 CATEGORIES = {
     "0 Cross-study": ["results/figures/matrix/matrix.png", "results/figures/report/run_cost.png"],
