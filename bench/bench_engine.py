@@ -3,10 +3,11 @@ hand-written torch loop doing the same math and against torchattacks, on one mod
 
   linf  PGD L-inf, eps 8/255, step 2/255, 10 steps, no random start: engine vs hand loop vs torchattacks.PGD
   l2    PGD L2, eps 0.5, step 0.1, 10 steps, no random start: engine (norm l2) vs hand loop vs torchattacks.PGDL2
-  grid  PGD L-inf over K eps (2/255 .. 2K/255, step eps/10, 10 steps): ONE engine attack with an eps list vs K
-        hand loops vs K torchattacks.PGD calls
+  grid  PGD L-inf over K eps (2/255 .. 2K/255, step eps/10, 10 steps): ONE engine attack with an eps list (its K
+        eps fused into one pass over K x B inputs) vs the same attack one eps a pass (grid_batch 0) vs K hand
+        loops vs K torchattacks.PGD calls
 
-    python bench/bench_engine.py [--threads 1] [--repeats 5] [--batch 512] [--arch small_cnn] [--k 5] [--profile]
+    python bench/bench_engine.py [--threads 1] [--repeats 5] [--batch 512] [--arch small_cnn] [--k 10] [--profile]
 
 The model is freshly initialised (seeded) in eval mode on uniform random inputs of its shape (small_cnn: 1x8x8
 digits-shaped; cifar_resnet: 3x32x32), attacked on its own prediction; an attack's time does not depend on
@@ -89,7 +90,8 @@ def scenarios(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, 
     grid = [2 * (i + 1) / 255 for i in range(k)]
     linf, l2 = engine({"eps": LINF_EPS, "step_size": LINF_STEP}), engine({"eps": L2_EPS, "step_size": L2_STEP,
                                                                          "norm": "l2"})
-    egrid = engine({"eps": grid})  # step_size None: eps / steps for every eps
+    egrid = engine({"eps": grid})  # step_size None: eps / steps for every eps; fused: one pass over (K x B)
+    egrid_apart = engine({"eps": grid, "grid_batch": 0})  # the same attack, one eps a pass (K passes)
     out = {
         "linf": {"hand loop": lambda: hand_linf(model, x, y, LINF_EPS, LINF_STEP),
                  "engine": lambda: linf(model, x, y),
@@ -97,7 +99,8 @@ def scenarios(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, 
         "l2": {"hand loop": lambda: hand_l2(model, x, y, L2_EPS, L2_STEP),
                "engine": lambda: l2(model, x, y)},
         f"grid K={k}": {"hand loop": lambda: torch.stack([hand_linf(model, x, y, e, e / STEPS) for e in grid]),
-                        "engine": lambda: egrid(model, x, y)},
+                        "engine": lambda: egrid(model, x, y),
+                        "engine, K passes": lambda: egrid_apart(model, x, y)},
     }
     if ta is not None:
         ta_linf = ta.PGD(model, eps=LINF_EPS, alpha=LINF_STEP, steps=STEPS, random_start=False)
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=512, help="images attacked in one batch")
     parser.add_argument("--arch", choices=sorted(SHAPES), default="small_cnn")
-    parser.add_argument("--k", type=int, default=5, help="eps values in the grid scenario")
+    parser.add_argument("--k", type=int, default=10, help="eps values in the grid scenario")
     parser.add_argument("--profile", action="store_true", help="also profile one engine call and one hand loop")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "engine.csv")
     args = parser.parse_args(argv)

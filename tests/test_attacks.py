@@ -147,6 +147,52 @@ def test_run_batches_like_one_call(correct):
     assert empty.x_adv.shape == (0, *x.shape[1:]) and empty.success.shape == (0,)
 
 
+@pytest.mark.parametrize("cfg", [
+    {"method": "pgd", "norm": "linf", "steps": 3},
+    {"method": "pgd", "norm": "l2", "steps": 3, "clamp": "per_image"},
+    {"method": "bim", "norm": "rms", "steps": 2, "accumulate_gradients": True, "criterion": "btr"},
+    {"method": "fgsm", "criterion": {"kind": "targeted", "targets": "least_likely"}},
+])
+def test_fused_grid_equals_each_eps_alone(correct, cfg):
+    """A grid runs as fused passes over (K x B) inputs (grid_batch); every eps must come out as that eps attacked
+    by itself: its own budget, step, random start and targets, whatever the grid around it and however it is cut
+    into passes. The reference is K single-eps attacks; the random starts line up because each eps draws from
+    its own stream (derive_seed(seed, eps))."""
+    from advpipe.runtime import derive_seed
+    model, x, y = correct
+    x, y = x[:60], y[:60]
+    grid = [0.0, 0.02, 0.05, 0.1, 0.3] if cfg["method"] != "bim" else [0.0, 0.01, 0.05]
+    fused = [build_attack({**cfg, "eps": grid, "seed": 5, "grid_batch": n}).run(model, x, y, 25, progress=False)
+             for n in (10**6, 50)]  # all eps in one pass; two eps a pass (a last pass of one)
+    assert build_attack({**cfg, "eps": grid, "grid_batch": 50}).fused_groups(25) == [[1, 2], [3, 4]][:len(grid) // 2]
+    for k, eps in enumerate(grid):
+        alone = build_attack({**cfg, "eps": eps, "seed": 5}).run(model, x, y, 25, progress=False)
+        if cfg.get("method") == "pgd" and eps:  # the single-eps attack seeds its stream as the grid does
+            assert build_attack({**cfg, "eps": eps, "seed": 5}).make_generators(x.device)[0].initial_seed() \
+                == derive_seed(5, eps)
+        for result in fused:
+            assert torch.allclose(result.x_adv[k], alone.x_adv, atol=1e-6), (k, eps)
+            assert torch.equal(result.success[k], alone.success) and torch.equal(result.pred[k], alone.pred)
+            assert torch.allclose(result.norms["Linf"][k], alone.norms["Linf"], atol=1e-6)
+    assert torch.equal(fused[0].x_adv[0], x)  # eps 0: the clean input
+    assert 0 < fused[0].success[-1].float().mean()
+
+
+def test_minimal_attack_answers_every_eps_from_one_outcome(correct):
+    """C&W over an L2 grid: one attack, one scoring; success at eps is exactly 'misclassified and distance <= eps'."""
+    model, x, y = correct
+    x, y = x[:40], y[:40]
+    grid = [0.1, 0.3, 0.6, 1.0]
+    result = CarliniWagnerL2(eps=grid, max_iterations=30, binary_search_steps=2)(model, x, y)
+    with torch.no_grad():
+        fooled = model(result.x_adv[0]).argmax(1) != y
+    l2 = (result.x_adv[0] - x).flatten(1).norm(dim=1)
+    for k, eps in enumerate(grid):
+        assert torch.equal(result.success[k], fooled & (result.distance <= eps))
+        assert torch.allclose(result.norms["L2"][k], l2, atol=1e-5)
+    assert result.success.float().mean(1).diff().ge(0).all() and result.success[-1].any()
+
+
 def test_attack_leaves_model_alone_and_works_under_no_grad(correct):
     model, x, y = correct
     flags = [p.requires_grad for p in model.parameters()]

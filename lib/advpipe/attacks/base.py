@@ -140,6 +140,10 @@ class Attack(ABC):
     def is_grid(self) -> bool:
         return self.eps is not None and parse_eps(self.eps)[1]
 
+    def eps_per_pass(self, batch: int) -> int:
+        """How many eps of the grid one batched pass over `batch` images takes (GradientAttack fuses them)."""
+        return 1
+
     def make_generators(self, device: torch.device) -> list[torch.Generator | None]:
         """One RNG per eps for attacks that draw random numbers, seeded from `seed` (else None)."""
         return [None] * len(self.eps_list)
@@ -196,16 +200,23 @@ class Attack(ABC):
         with torch.enable_grad():  # callers may sit under no_grad; only the input is differentiated
             z_adv, distance = self.attack_batch(ctx, z, classes, generators)
         success = pred = None
+        k_eps = len(z_adv)
+        # A minimal attack hands back one adversarial for every eps (its distance says where it counts): it is
+        # scored and measured once, and every eps is answered from that outcome, not by K identical passes.
+        distinct = z_adv[:1] if self.minimal else z_adv
         if check_success:
-            with torch.no_grad():  # one forward per eps, as each would be evaluated alone
-                scores = torch.stack([class_scores(ctx.model, space.raw(zk)) for zk in z_adv])
+            with torch.no_grad():  # the grid's adversarials in the passes the attack itself fused
+                per_pass = self.eps_per_pass(len(z))
+                scores = torch.cat([class_scores(ctx.model, space.raw(part.flatten(0, 1)))
+                                    .unflatten(0, part.shape[:2]) for part in distinct.split(per_pass)])
+                scores = scores.expand(k_eps, -1, -1)
             pred = scores.argmax(2)
-            success = torch.stack([crit.success(s, classes) for s in scores])
+            success = crit.success(scores.flatten(0, 1), classes.repeat(k_eps)).view(k_eps, -1)
             if distance is not None:  # a minimal attack succeeds at eps where its adversarial is that close
                 eps = torch.tensor(self.eps_list, dtype=distance.dtype, device=distance.device)
                 success &= distance[None, :] <= eps[:, None]
-        norms = perturbation_norms(z.expand_as(z_adv).flatten(0, 1), z_adv.flatten(0, 1))
-        norms = {k: v.view(z_adv.shape[:2]) for k, v in norms.items()}
+        norms = perturbation_norms(z.expand_as(distinct).flatten(0, 1), distinct.flatten(0, 1))
+        norms = {k: v.view(distinct.shape[:2]).expand(k_eps, -1) for k, v in norms.items()}
         x_adv = (z_adv if space.name == "pixels" else space.decode(z_adv)) if store or not check_success else None
         return AttackResult(x_adv, success, pred, norms, distance)
 

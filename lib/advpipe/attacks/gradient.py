@@ -82,6 +82,10 @@ class GradientAttack(Attack):
     projection: str = "delta"
     clamp: Any = "box"
     quantize: bool | None = None  # None: re-quantise FGSM and BIM in pixel space (SPEC 1), nothing else
+    # The most inputs (eps x images) one fused pass over the grid holds; 0: one eps a pass. On CPU, passes of about
+    # 1000 small inputs ran 1.25-1.6x faster than one eps a pass, and passes of 5000-10000 up to 2.5x slower (cache):
+    # bench/bench_engine.py. A GPU takes far more; raise it there.
+    grid_batch: int = 1024
 
     quantize_by_default = False
 
@@ -104,6 +108,7 @@ class GradientAttack(Attack):
         if self.quantize and self.space != "pixels":
             raise ValueError(f"quantize: the 1/255 grid is a pixel grid; the attack's space is {self.space!r}")
         check_loss(self.loss)
+        check_int("grid_batch", self.grid_batch, 0)
 
     def make_generators(self, device: torch.device) -> list[torch.Generator | None]:
         if not self.random_start:
@@ -115,9 +120,23 @@ class GradientAttack(Attack):
                      generators: list[torch.Generator | None]) -> tuple[Tensor, None]:
         loss_fn = make_loss(self.loss, ctx.model)
         lo, hi = self._clamp_range(ctx, z)
-        out = [self._attack_one(ctx, z, classes, eps, gen, loss_fn, lo, hi)
-               for eps, gen in zip(self.eps_list, generators)]
+        out: list[Tensor | None] = [z.clone() if eps == 0 else None for eps in self.eps_list]  # eps 0: unattacked
+        for group in self.fused_groups(len(z)):
+            fused = self._attack_fused(ctx, z, classes, group, generators, loss_fn, lo, hi)
+            for k, z_k in zip(group, fused.split(len(z))):
+                out[k] = z_k
         return torch.stack(out), None
+
+    def fused_groups(self, batch: int) -> list[list[int]]:
+        """The grid's nonzero eps (indices), in passes of at most `grid_batch` inputs each (at least one eps a pass):
+        the K eps of a grid run as one batched pass over (K x B) inputs where the budget allows, not K passes,
+        since each step's cost on small models is mostly per-call overhead, not per-sample work."""
+        active = [k for k, eps in enumerate(self.eps_list) if eps != 0]
+        size = self.eps_per_pass(batch)
+        return [active[i:i + size] for i in range(0, len(active), size)]
+
+    def eps_per_pass(self, batch: int) -> int:
+        return max(1, self.grid_batch // max(batch, 1))
 
     def _clamp_range(self, ctx: AttackContext, z: Tensor) -> tuple[Tensor | float | None, Tensor | float | None]:
         if self.clamp == "box":
@@ -129,22 +148,35 @@ class GradientAttack(Attack):
             return None, None
         return self.clamp
 
-    def _attack_one(self, ctx: AttackContext, z0: Tensor, classes: Tensor, eps: float,
-                    gen: torch.Generator | None, loss_fn, lo, hi) -> Tensor:
-        if eps == 0:
-            return z0.clone()
+    def _attack_fused(self, ctx: AttackContext, z0: Tensor, classes: Tensor, group: list[int],
+                      generators: list[torch.Generator | None], loss_fn, lo, hi) -> Tensor:
+        """The attack at the eps of `group` at once: z0 repeated per eps, each copy with its own budget and step
+        and its own eps's random start (the same draws as a pass of its own), so a grid point does not depend on
+        the grid around it. Returns (G * B, ...) in group order."""
+        n_rep = len(group)
         scale = math.sqrt(z0[0].numel()) if self.norm == "rms" else 1.0  # RMS budgets as L2 budgets
-        eps_n = eps * scale
-        alpha = (eps / self.steps if self.step_size is None else self.step_size) * scale
-        if self.criterion_.targeted:
-            alpha = -alpha
-        z = z0
-        if self.random_start:
-            z = z0 + self._random_delta(z0, eps_n, gen)
-            z = self._clamp(z, lo, hi)
+        eps = [self.eps_list[k] for k in group]
+        alpha = [e / self.steps if self.step_size is None else self.step_size for e in eps]
         # One step of exactly eps from the clean input cannot leave the L-inf ball (FGSM): no projection, whose
         # rounding would only move the result off the original's.
-        project = not (self.norm == "linf" and self.steps == 1 and abs(alpha) == eps and not self.random_start)
+        project = not (self.norm == "linf" and self.steps == 1 and not self.random_start
+                       and all(a == e for a, e in zip(alpha, eps)))
+        sign = -1.0 if self.criterion_.targeted else 1.0
+        per_sample = _per_sample(z0)
+
+        def column(values: list[float]) -> Tensor:  # one value per fused input, broadcast over its features
+            v = torch.tensor(values, dtype=z0.dtype, device=z0.device).repeat_interleave(len(z0))
+            return v.view(per_sample)
+        eps_n = column([e * scale for e in eps])
+        step = column([sign * a * scale for a in alpha])
+        zz0 = z0.repeat(n_rep, *[1] * (z0.dim() - 1))
+        classes = classes.repeat(n_rep)
+        if self.clamp == "per_image":  # per-image bounds follow their image; the others broadcast
+            lo, hi = lo.repeat(n_rep, *[1] * (z0.dim() - 1)), hi.repeat(n_rep, *[1] * (z0.dim() - 1))
+        z = zz0
+        if self.random_start:
+            z = zz0 + torch.cat([self._random_delta(z0, e * scale, generators[k]) for k, e in zip(group, eps)])
+            z = self._clamp(z, lo, hi)
         g_sum = None
         for _ in range(self.steps):
             grad = ctx.input_gradient(z, classes, loss_fn)
@@ -152,15 +184,15 @@ class GradientAttack(Attack):
                 grad = grad if g_sum is None else g_sum + grad
                 g_sum = grad
             if self.norm == "linf":
-                z = z + alpha * grad.sign()
+                z = z + step * grad.sign()
             else:
-                z = z + alpha * grad / l2_norm(grad).clamp(min=1e-12)
+                z = z + step * grad / l2_norm(grad).clamp(min=1e-12)
             if project:
-                z = self._project(z, z0, eps_n)
+                z = self._project(z, zz0, eps_n)
             z = self._clamp(z, lo, hi)
         z = z.detach()
         if ctx.space.name == "pixels":
-            z = quantize_to_grid(z, z0, eps) if self.quantize else z.clamp(0.0, 1.0)
+            z = quantize_to_grid(z, zz0, column(eps)) if self.quantize else z.clamp(0.0, 1.0)
         return z
 
     def _random_delta(self, z0: Tensor, eps: float, gen: torch.Generator | None) -> Tensor:
@@ -172,7 +204,7 @@ class GradientAttack(Attack):
         u = torch.empty(len(z0), dtype=z0.dtype, device=z0.device).uniform_(generator=gen)
         return direction * (eps * u.pow(1.0 / z0[0].numel())).view(_per_sample(z0))
 
-    def _project(self, z: Tensor, z0: Tensor, eps: float) -> Tensor:
+    def _project(self, z: Tensor, z0: Tensor, eps: Tensor | float) -> Tensor:
         if self.norm == "linf":
             if self.projection == "clip":
                 return torch.clamp(z, z0 - eps, z0 + eps)
