@@ -17,7 +17,10 @@ min_version("9.0")
 with advpipe.errors.exit_on_input_error():
     _raw = advpipe.config.compose(workflow.overwrite_configfiles or [Path(workflow.basedir) / "config.yaml"],
                                   workflow.config_settings.overwrite_config)
-    _validated = advpipe.config.validate(_raw, advpipe.config.load_schema(Path(workflow.basedir) / "config/schema.yaml"))
+    # Cached under .snakemake/ by a key of the config, schema, code and library versions: a no-op rebuild skips
+    # the cross-checks' imports of torch, scikit-learn and foolbox.
+    _validated = advpipe.config.validate_cached(_raw, Path(workflow.basedir) / "config/schema.yaml",
+                                                Path(".snakemake/advpipe/validated_config.json"))
     advpipe.config.check_before_jobs(_validated)
 config.clear()
 config.update(_validated)

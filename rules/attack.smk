@@ -13,7 +13,7 @@ rule attack:
         "logs/attack/{model}/{attack}.log",
     benchmark:
         "benchmarks/attack/{model}/{attack}.tsv"
-    threads: model_threads
+    threads: torch_threads
     resources:
         mem_mb=4000,
         runtime=120,

@@ -19,6 +19,7 @@ rule battery_model:
     resources:
         mem_mb=2000,
         runtime=20,
+        gpu=1,
     conda:
         "../envs/advpipe.yaml"
     script:

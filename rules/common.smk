@@ -207,11 +207,11 @@ def get_lesci_grid_params(wildcards):
 
 # Input and param functions (no lambdas in rules). Params carry the config sections a job depends on,
 # so Snakemake reruns a job when its part of the config changes.
-def model_threads(wildcards):
-    """Threads of a model's train and attack jobs: 1 for a study's many small generated models (the label study:
-    two 1-thread jobs give 2x the throughput of one on 2 cores, one 2-thread job 1.37x), else 2. The thread count
-    is part of a job's CPU result, so it follows the model, not the machine."""
-    return 1 if "label" in advpipe.config.entry(config, "models", wildcards.model) else 2
+def torch_threads(wildcards):
+    """Threads of a torch job (config `threads`): two 1-thread jobs on 2 cores do more than one 2-thread job (the
+    default run: 30 min with 2 threads a job, most of it one job at a time). The thread count is part of a job's CPU
+    result, so it follows the config, not the machine."""
+    return config["threads"]
 
 
 def get_model_params(wildcards):

@@ -13,7 +13,7 @@ rule estimator_train:
         "logs/estimator_train/{estimator}.log",
     benchmark:
         "benchmarks/estimator_train/{estimator}.tsv"
-    threads: 2
+    threads: torch_threads
     resources:
         mem_mb=4000,
         runtime=120,
@@ -38,7 +38,7 @@ rule estimate:
         "logs/estimate/{estimator}/{split}.log",
     benchmark:
         "benchmarks/estimate/{estimator}/{split}.tsv"
-    threads: 2
+    threads: torch_threads
     resources:
         mem_mb=4000,
         runtime=120,

@@ -14,7 +14,7 @@ rule drift:
         "benchmarks/drift/{model}.tsv"
     wildcard_constraints:
         model=_names(drift_models()),
-    threads: 2
+    threads: torch_threads
     resources:
         mem_mb=4000,
         runtime=60,

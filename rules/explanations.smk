@@ -16,7 +16,7 @@ rule ara:
         "logs/ara/{model}.log",
     benchmark:
         "benchmarks/ara/{model}.tsv"
-    threads: 2
+    threads: torch_threads
     resources:
         mem_mb=4000,
         runtime=120,
@@ -60,7 +60,7 @@ rule explain:
         "logs/explain/{model}.log",
     benchmark:
         "benchmarks/explain/{model}.tsv"
-    threads: 2
+    threads: torch_threads
     resources:
         mem_mb=4000,
         runtime=60,

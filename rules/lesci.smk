@@ -43,6 +43,7 @@ rule lesci_model:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=1,
     conda:
         "../envs/advpipe.yaml"
     script:
@@ -64,6 +65,7 @@ rule lesci_eval:
     resources:
         mem_mb=2000,
         runtime=30,
+        gpu=1,
     conda:
         "../envs/advpipe.yaml"
     script:

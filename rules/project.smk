@@ -22,6 +22,8 @@ rule project:
     resources:
         mem_mb=4000,
         runtime=60,
+        # 1 when the projection's backend is cuml (vrapi.projection_options.<projection>.backend), else 0
+        gpu=advpipe.projections.gpu_request(VRAPI["projection_options"]),
     conda:
         "../envs/advpipe.yaml"
     script:
@@ -48,6 +50,7 @@ if VRAPI["attacks"]:
         resources:
             mem_mb=4000,
             runtime=60,
+            gpu=advpipe.projections.gpu_request(VRAPI["projection_options"]),
         conda:
             "../envs/advpipe.yaml"
         script:

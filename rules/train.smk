@@ -15,7 +15,7 @@ rule train:
         "logs/train/{model}.log",
     benchmark:
         "benchmarks/train/{model}.tsv"
-    threads: model_threads
+    threads: torch_threads
     resources:
         mem_mb=4000,
         runtime=120,

@@ -23,7 +23,7 @@ def test_defaults_filled_from_schema():
     cfg = validate(base())
     assert cfg["seed"] == 0 and cfg["results"] == "results"
     assert cfg["attacks"]["fgsm"] == {"method": "fgsm", "batch_size": 1000, "norm": "linf", "eps": "3/255",
-                                      "space": "pixels", "loss": "ce", "clamp": "box", "images": "correct"}
+                                      "space": "pixels", "loss": "ce", "clamp": "box", "images": "correct", "grid_batch": 1024}
     assert cfg["attacks"]["cw"]["max_iterations"] == 1000 and cfg["attacks"]["cw"]["initial_const"] == 0.01
     assert cfg["models"]["cnn"]["train"]["augment"] == {"crop_padding": 4, "pad_mode": "zeros", "hflip": True}
     objective = cfg["models"]["cnn"]["train"]["objective"]  # SPEC 2's constants are the defaults
@@ -132,3 +132,34 @@ def test_conda_env_pins_the_same_versions_as_pyproject():
     env = yaml.safe_load((ROOT / "envs/advpipe.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert sorted(pip) == sorted(deps)
+
+
+def test_validation_cache_hits_misses_and_never_keeps_an_error(tmp_path, monkeypatch):
+    """validate_cached: the same config is answered from the cache file without validating again (the Snakefile's
+    no-op rebuild); a changed config, a corrupt cache file or another schema validates again; an invalid config
+    raises every time and is not stored."""
+    import advpipe.config as cfgmod
+
+    raw = yaml.safe_load((ROOT / "tests/configs/tiny.yaml").read_text())
+    schema, cache = ROOT / "config/schema.yaml", tmp_path / "cache/validated.json"
+    calls = []
+    real = cfgmod.validate
+    monkeypatch.setattr(cfgmod, "validate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = cfgmod.validate_cached(raw, schema, cache)
+    assert first == real(raw) and len(calls) == 1 and cache.is_file()
+    assert cfgmod.validate_cached(copy.deepcopy(raw), schema, cache) == first and len(calls) == 1  # a hit
+    changed = copy.deepcopy(raw)
+    changed["vrapi"]["trials"] = 3
+    assert cfgmod.validate_cached(changed, schema, cache)["vrapi"]["trials"] == 3 and len(calls) == 2
+    cache.write_text("{not json")
+    assert cfgmod.validate_cached(changed, schema, cache)["vrapi"]["trials"] == 3 and len(calls) == 3
+    other_schema = tmp_path / "schema.yaml"
+    other_schema.write_text(schema.read_text() + "\n# another schema\n")
+    cfgmod.validate_cached(changed, other_schema, cache)
+    assert len(calls) == 4
+    bad = copy.deepcopy(raw)
+    bad["models"]["cnn"]["arch"] = "no_such_arch"
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="models.cnn.arch"):
+            cfgmod.validate_cached(bad, other_schema, cache)
+    assert len(calls) == 6

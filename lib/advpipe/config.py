@@ -474,14 +474,29 @@ def _cross_check(config: Mapping[str, Any]) -> list[str]:
         for i, name in enumerate(study["attacks"]):
             if name not in config["attacks"]:
                 problems.append(_unknown(f"vrapi.attacks.{i}", name, "attack", config["attacks"]))
+        from advpipe.projections import BACKENDS, backend
+
         for name, options in study["projection_options"].items():
             if name not in PROJECTIONS:
                 problems.append(_unknown(f"vrapi.projection_options.{name}", name, "projection", PROJECTIONS))
                 continue
-            accepted = accepted_options(name)  # imports that projection's library, only when it has options
-            for key in sorted(set(options) - accepted):
-                problems.append(_unknown(f"vrapi.projection_options.{name}.{key}", key, f"option of {name}",
-                                         accepted))
+            base = name.removesuffix("_oos")
+            if options.get("backend", BACKENDS[base][0]) not in BACKENDS[base]:  # the library that fits it
+                problems.append(_unknown(f"vrapi.projection_options.{name}.backend", options["backend"],
+                                         f"backend of {name}", BACKENDS[base]))
+                continue
+            # The other keys are arguments of the backend's constructor. An entry reaches every projection it
+            # applies to (umap's: umap and umap_oos), each on its own backend: check them against each.
+            reached: dict[str, list[str]] = {}  # backend -> the projections this entry reaches on it
+            for target in [name, f"{name}_oos"] if f"{name}_oos" in PROJECTIONS else [name]:
+                reached.setdefault(backend(target, study["projection_options"]), []).append(target)
+            for on, targets in reached.items():
+                if on not in BACKENDS[base]:
+                    continue  # the variant's own bad backend, reported at its entry
+                accepted = accepted_options(name, on)  # imports the backend's library, only when it has options
+                for key in sorted(set(options) - accepted):
+                    problems.append(_unknown(f"vrapi.projection_options.{name}.{key}", key,
+                                             f"option of {' and '.join(targets)} (backend {on})", accepted))
         for i, name in enumerate(study["plot"].get("projections") or []):
             if name not in study["projections"]:
                 problems.append(_unknown(f"vrapi.plot.projections.{i}", name, "projection", study["projections"]))
@@ -528,6 +543,57 @@ def compose(paths: Iterable[str | Path], overrides: Mapping[str, Any] | None = N
         update_config(merged, raw or {})
     update_config(merged, copy.deepcopy(dict(overrides or {})))
     return merged
+
+
+# Libraries whose classes and signatures the cross-checks read (architectures, foolbox attacks, projection
+# estimators): part of the validation cache's key with the code and the schema.
+_CHECKED_LIBRARIES = ("torch", "torchvision", "foolbox", "scikit-learn", "umap-learn", "openTSNE")
+
+
+def _validation_key(raw: Mapping[str, Any], schema_path: Path) -> str:
+    from importlib import metadata
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=repr).encode())
+    digest.update(schema_path.read_bytes())
+    for source in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(source.as_posix().encode() + source.read_bytes())
+    for name in _CHECKED_LIBRARIES:
+        try:
+            digest.update(f"{name}=={metadata.version(name)}".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{name} missing".encode())
+    return digest.hexdigest()
+
+
+def validate_cached(raw: Mapping[str, Any], schema_path: str | Path, cache: str | Path) -> dict[str, Any]:
+    """validate(raw) through a one-entry cache file: a no-op rebuild should not pay for the cross-checks' imports
+    (torch, scikit-learn, foolbox: 4-8 s of the Snakefile's parse on 2 cores). validate is a pure function of the
+    config, the schema, this package's code and the checked libraries' versions, which make the key; a config that
+    fails is never cached, so its errors are always reported. An unreadable cache file is recomputed."""
+    import json
+
+    from advpipe.io.atomic import atomic_path
+
+    schema_path, cache = Path(schema_path), Path(cache)
+    key = _validation_key(raw, schema_path)
+    try:
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key:
+            return stored["config"]
+    except (OSError, ValueError, AttributeError, KeyError):
+        pass
+    config = validate(raw, load_schema(schema_path))
+    if json.loads(json.dumps(config)) != config:  # only what JSON gives back as it was (no int keys, no tuples)
+        return config
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache) as tmp:
+            tmp.write_text(json.dumps({"key": key, "config": config}))
+    except OSError:  # a read-only working directory only loses the cache
+        pass
+    return config
 
 
 def check_before_jobs(config: Mapping[str, Any]) -> None:

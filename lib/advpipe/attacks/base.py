@@ -213,8 +213,7 @@ class Attack(ABC):
             pred = scores.argmax(2)
             success = crit.success(scores.flatten(0, 1), classes.repeat(k_eps)).view(k_eps, -1)
             if distance is not None:  # a minimal attack succeeds at eps where its adversarial is that close
-                eps = torch.tensor(self.eps_list, dtype=distance.dtype, device=distance.device)
-                success &= distance[None, :] <= eps[:, None]
+                success &= torch.stack([distance <= eps for eps in self.eps_list])  # no host copy of the grid
         norms = perturbation_norms(z.expand_as(distinct).flatten(0, 1), distinct.flatten(0, 1))
         norms = {k: v.view(distinct.shape[:2]).expand(k_eps, -1) for k, v in norms.items()}
         x_adv = (z_adv if space.name == "pixels" else space.decode(z_adv)) if store or not check_success else None
@@ -279,7 +278,8 @@ def reference_classes(crit: Criterion, model: nn.Module, x: Tensor, y: Tensor, b
 
 @torch.no_grad()
 def clean_scores(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
-    return torch.cat([model(xb) for xb in x.split(batch_size)]) if len(x) else torch.zeros(0, 0)
+    # empty input: (0, 1) on the input's device, so that argmax/argmin over it work
+    return torch.cat([model(xb) for xb in x.split(batch_size)]) if len(x) else torch.zeros(0, 1, device=x.device)
 
 
 def check_inputs(x: Tensor, y: Tensor) -> None:
@@ -288,7 +288,8 @@ def check_inputs(x: Tensor, y: Tensor) -> None:
         raise ValueError(f"x must be a floating-point tensor in [0,1], got dtype {x.dtype}")
     if y.shape != (x.shape[0],) or y.dtype != torch.int64:
         raise ValueError(f"y must be int64 of shape ({x.shape[0]},), got {y.dtype} {tuple(y.shape)}")
-    if x.numel() and (x.min() < 0 or x.max() > 1):
+    lo, hi = torch.aminmax(x) if x.numel() else (x.new_zeros(()), x.new_zeros(()))
+    if bool((lo < 0) | (hi > 1)):  # one host sync, not two
         raise ValueError("x must lie in [0,1] (attacks take pixels; normalisation is inside the model)")
 
 

@@ -165,8 +165,9 @@ class GradientAttack(Attack):
         per_sample = _per_sample(z0)
 
         def column(values: list[float]) -> Tensor:  # one value per fused input, broadcast over its features
-            v = torch.tensor(values, dtype=z0.dtype, device=z0.device).repeat_interleave(len(z0))
-            return v.view(per_sample)
+            # filled on the device: torch.tensor(values, device=...) would be a blocking host copy every batch
+            return torch.cat([torch.full((len(z0),), v, dtype=z0.dtype, device=z0.device) for v in values]
+                             ).view(per_sample)
         eps_n = column([e * scale for e in eps])
         step = column([sign * a * scale for a in alpha])
         zz0 = z0.repeat(n_rep, *[1] * (z0.dim() - 1))

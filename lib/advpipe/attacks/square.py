@@ -103,8 +103,9 @@ def square_linf(scores_fn: Callable[[Tensor], Tensor], z0: Tensor, classes: Tens
         s = min(max(int(round(math.sqrt(p_selection(p_init, it, n_queries) * h * w))), 1), h, w)
         # Window corners floor((h - s) U) as the port draws them (h - s itself is never chosen), and one sign per
         # channel; drawn for every sample, used by the active ones.
-        corner = (torch.rand(2, n, generator=generator, device=dev)
-                  * torch.tensor([[h - s], [w - s]], device=dev)).long()[:, idx]
+        # (the sides as Python numbers: a torch.tensor of them would be a blocking host-to-device copy per query)
+        u = torch.rand(2, n, generator=generator, device=dev)
+        corner = torch.stack([u[0] * (h - s), u[1] * (w - s)]).long()[:, idx]
         signs = _signs((n, c, 1, 1), generator, z0)[idx]
         rows = (ar_h >= corner[0, :, None]) & (ar_h < corner[0, :, None] + s)
         cols = (ar_w >= corner[1, :, None]) & (ar_w < corner[1, :, None] + s)

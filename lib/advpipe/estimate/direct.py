@@ -208,8 +208,9 @@ def train_vrgan(critic: nn.Module, generator: nn.Module, train_data: Data, val_d
         generator.train()
         sums = torch.zeros(len(LOSS_NAMES), device=device)  # summed on the device: no host sync per batch
         for idx in tqdm(batches, desc=f"epoch {epoch}", unit="it", leave=False, disable=not progress):
-            y = y_all[idx].to(device).float().reshape(-1)
-            x = lo + (hi - lo) * x_all[idx].to(device)
+            # non_blocking: no host sync per batch (a blocking copy from pageable memory waits for the queued GPU work)
+            y = y_all[idx].to(device, non_blocking=True).float().reshape(-1)
+            x = lo + (hi - lo) * x_all[idx].to(device, non_blocking=True)
             values, l_d, l_gen, _ = _losses(critic, generator, x, y, weights, lo, hi)
             opt_d.zero_grad(set_to_none=True)
             opt_g.zero_grad(set_to_none=True)

@@ -170,8 +170,9 @@ def _cgan_epoch(g: ConditionalGenerator, d: ProjectionDiscriminator, opt_g: torc
     device = next(g.parameters()).device
     sums = torch.zeros(4, device=device)  # loss_d, loss_g, d_real, d_fake: summed on the device, no sync
     for idx in torch.randperm(len(x), generator=gen).split(batch_size):
-        xb, yb = x[idx].to(device), y[idx].to(device)
-        z = torch.randn(len(idx), g.z_dim, generator=gen).to(device)
+        # non_blocking: no host sync per batch (a blocking copy from pageable memory waits for the queued GPU work)
+        xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+        z = torch.randn(len(idx), g.z_dim, generator=gen).to(device, non_blocking=True)
         with torch.no_grad():
             fake = g(z, yb)
         d_real, d_fake = d(xb, yb), d(fake, yb)
@@ -179,7 +180,7 @@ def _cgan_epoch(g: ConditionalGenerator, d: ProjectionDiscriminator, opt_g: torc
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
-        z = torch.randn(len(idx), g.z_dim, generator=gen).to(device)
+        z = torch.randn(len(idx), g.z_dim, generator=gen).to(device, non_blocking=True)
         loss_g = -d(g(z, yb), yb).mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()

@@ -17,7 +17,7 @@ from advpipe.io.atomic import atomic_path
 from advpipe.io.h5 import DumpError, read_attrs, read_dump
 from advpipe.io.tables import write_csv
 from advpipe.labels import label_stats_table, load_label_file, make_labels, plot_label_images
-from advpipe.models.checkpoint import read_spec
+from advpipe.io.model_spec import read_spec
 from advpipe.plots.figures import new_figure, save_figure
 
 COLUMNS = ["label", "level", "attack", "eps", "accuracy", "clean_accuracy", "n_images"]

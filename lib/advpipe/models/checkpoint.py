@@ -14,11 +14,7 @@ import torch
 from advpipe.io.atomic import atomic_path
 from advpipe.models.base import Classifier
 from advpipe.models.registry import build_model
-from advpipe.errors import InputError
-
-
-class CheckpointError(InputError, RuntimeError):
-    """A model folder is missing a file, or a file is truncated, corrupt or unsafe; names the file."""
+from advpipe.io.model_spec import SPEC_KEYS, CheckpointError, read_spec  # noqa: F401  (re-exported)
 
 
 def save_trained(model_dir: str | os.PathLike, model: Classifier, spec: Mapping[str, Any]) -> None:
@@ -32,28 +28,6 @@ def save_trained(model_dir: str | os.PathLike, model: Classifier, spec: Mapping[
         tmp.write_bytes(buffer.getvalue())
     with atomic_path(model_dir / "model.json") as tmp:
         tmp.write_text(json.dumps(dict(spec), indent=2, sort_keys=True) + "\n")
-
-
-SPEC_KEYS = ("arch", "in_channels", "num_classes", "image_size", "classes")
-
-
-def read_spec(model_dir: str | os.PathLike) -> dict[str, Any]:
-    """model.json of a trained-model folder, checked to hold what build_from_spec needs."""
-    path = Path(model_dir) / "model.json"
-    expected = f"expected the JSON object save_trained writes, with keys {list(SPEC_KEYS)}"
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file does not exist; expected a trained-model folder with model.json "
-                              "and model.pt (is the model trained?)")
-    try:
-        spec = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err}); {expected}") from err
-    if not isinstance(spec, dict):
-        raise CheckpointError(f"{path}: holds a JSON {type(spec).__name__}; {expected}")
-    missing = [key for key in SPEC_KEYS if key not in spec]
-    if missing:
-        raise CheckpointError(f"{path}: missing key(s) {missing}; {expected}")
-    return spec
 
 
 def build_from_spec(spec: Mapping[str, Any]) -> Classifier:

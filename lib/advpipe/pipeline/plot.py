@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from advpipe.models.checkpoint import read_spec
+from advpipe.io.model_spec import read_spec
 from advpipe.pipeline.project import clean_and_adversarial, read_projection
 from advpipe.plots.scatter import plot_projection_figures
 

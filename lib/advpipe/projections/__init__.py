@@ -1,9 +1,12 @@
-"""2-D projections of representations: PCA, UMAP, t-SNE, parametric UMAP; joint or out-of-sample (SPEC 1)."""
+"""2-D projections of representations: PCA, UMAP, t-SNE, parametric UMAP; joint or out-of-sample (SPEC 1).
+Each on a backend (library) chosen per projection: backends.py."""
 from typing import Any
 
-from advpipe.projections.project import PROJECTIONS, estimator_options, project, project_many
+from advpipe.projections.backends import BACKENDS
+from advpipe.projections.project import PROJECTIONS, backend, estimator_options, gpu_request, project, project_many
 
-__all__ = ["PROJECTIONS", "ParametricUMAP", "estimator_options", "project", "project_many"]
+__all__ = ["BACKENDS", "PROJECTIONS", "ParametricUMAP", "backend", "estimator_options", "gpu_request", "project",
+           "project_many"]
 
 
 def __getattr__(name: str) -> Any:

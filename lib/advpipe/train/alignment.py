@@ -72,8 +72,9 @@ class CosineAlignment:
         task, grad, dx = self.gradient_and_direction(model, x, y, extras)
         cos = cosine(grad, dx.detach().to(grad.dtype))
         sums = torch.stack([task.detach() * len(x), cos.detach().sum(),
-                            torch.tensor(float(len(x)), dtype=task.dtype, device=task.device)]).double()
-        self._sums = sums if self._sums is None else self._sums + sums.to(self._sums.device)
+                            torch.full((), float(len(x)), dtype=task.dtype, device=task.device)]).double()
+        # a resumed state's sums arrive on the CPU: moved once, not each batch's sums to the CPU (a sync per batch)
+        self._sums = sums if self._sums is None else self._sums.to(sums.device) + sums
         return task - self.lambda_penalty * cos.mean()
 
     def epoch_log(self) -> dict[str, float]:

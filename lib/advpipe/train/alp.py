@@ -97,8 +97,9 @@ class AdversarialLogitPairing:
         clean, adv = logits.split(len(x))
         total, ce, pairing = alp_loss(clean, adv, y, weight=self.weight, label_smoothing=self.label_smoothing)
         sums = torch.stack([ce.detach() * len(x), pairing.detach() * len(x),
-                            torch.tensor(float(len(x)), device=ce.device)])
-        self._sums = sums if self._sums is None else self._sums + sums.to(self._sums.device)
+                            torch.full((), float(len(x)), device=ce.device)])  # full: no host sync
+        # a resumed state's sums arrive on the CPU: moved once, not each batch's sums to the CPU (a sync per batch)
+        self._sums = sums if self._sums is None else self._sums.to(sums.device) + sums
         return total
 
     def __call__(self, model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

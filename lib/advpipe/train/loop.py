@@ -143,10 +143,12 @@ def train_classifier(model: Classifier, x: torch.Tensor, y: torch.Tensor, recipe
             xb = xe[idx]
             if augment:
                 xb = random_crop_flip(xb, aug["crop_padding"], aug["hflip"], gen, pad_mode=pad_mode)
-            xb, yb = xb.to(device), ye[idx].to(device)
+            # non_blocking: a blocking copy from pageable memory waits for the GPU to finish the previous batch (a host
+            # sync per batch); the batch is a fresh tensor, never changed after the copy. A no-op on the CPU.
+            xb, yb = xb.to(device, non_blocking=True), ye[idx].to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
             if uses_extras:
-                loss = objective(model, xb, yb, {k: v[idx].to(device) for k, v in extras_e.items()})
+                loss = objective(model, xb, yb, {k: v[idx].to(device, non_blocking=True) for k, v in extras_e.items()})
             else:
                 loss = objective(model, xb, yb)
             loss.backward()
