@@ -386,3 +386,23 @@ def test_success_check_can_be_left_to_the_caller(correct):
     unchecked = attack.run(model, x, y, batch_size=50, progress=False, check_success=False)
     assert unchecked.success is None
     assert torch.equal(checked.x_adv, unchecked.x_adv)
+
+
+def test_eps_grid_in_normalized_space_on_a_three_channel_model():
+    """A grid stated in normalised units on an RGB model: the (K, B, C, H, W) adversarials are decoded per
+    sample with the model's per-channel statistics (a paper-scale CIFAR config crashed here), and each eps
+    equals that eps attacked alone."""
+    from advpipe.models.registry import build_model
+    torch.manual_seed(0)
+    model = build_model("small_cnn", in_channels=3, num_classes=10, image_size=8, mean=[0.5, 0.4, 0.3],
+                        std=[0.2, 0.25, 0.3]).eval()
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    grid = build_attack({"method": "fgsm", "eps": [0.05, 0.2], "space": "normalized"})(model, x, y)
+    for k, eps in enumerate([0.05, 0.2]):
+        alone = build_attack({"method": "fgsm", "eps": eps, "space": "normalized"})(model, x, y)
+        assert torch.allclose(grid.x_adv[k], alone.x_adv, atol=1e-6) and torch.equal(grid.success[k], alone.success)
+    # the budget is in normalised units: per channel, at most eps * std in pixels
+    std = torch.tensor([0.2, 0.25, 0.3]).view(3, 1, 1)
+    assert ((grid.x_adv[1] - x).abs() <= 0.2 * std + 1e-6).all()

@@ -216,7 +216,9 @@ class Attack(ABC):
                 success &= torch.stack([distance <= eps for eps in self.eps_list])  # no host copy of the grid
         norms = perturbation_norms(z.expand_as(distinct).flatten(0, 1), distinct.flatten(0, 1))
         norms = {k: v.view(distinct.shape[:2]).expand(k_eps, -1) for k, v in norms.items()}
-        x_adv = (z_adv if space.name == "pixels" else space.decode(z_adv)) if store or not check_success else None
+        # decoded per sample: a model's per-channel statistics broadcast over (B, C, H, W), not over the grid axis
+        x_adv = ((z_adv if space.name == "pixels" else space.decode(z_adv.flatten(0, 1)).unflatten(0, z_adv.shape[:2]))
+                 if store or not check_success else None)
         return AttackResult(x_adv, success, pred, norms, distance)
 
 
