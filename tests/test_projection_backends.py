@@ -25,13 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SHORT = {"early_exaggeration_iter": 30, "n_iter": 30}
 
 
-@pytest.fixture(scope="module")
-def data() -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(4, 16)) * 4
-    clean = (centres[rng.integers(0, 4, 90)] + rng.normal(size=(90, 16))).astype(np.float32)
-    adv = (clean[:60] + 0.3 * rng.normal(size=(60, 16))).astype(np.float32)
-    return clean, adv
+from test_projections import data  # noqa: E402,F401  (the same 4-blob clean and adversarial points)
 
 
 def test_backend_table_and_schema():
